@@ -1,0 +1,280 @@
+"""Typed experiment configs: dataclass schemas + stacked YAML files + dotted overrides.
+
+    cfg = load_config(["configs/sasrec/beauty.yaml", "configs/ablations/bce.yaml"], ["train.lr=3e-4"])
+
+Later files win, then overrides. A misspelled key or a wrong type fails here, naming the key, the file
+and the valid choices. This module imports no torch so that tools can read configs cheaply.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+from dataclasses import dataclass, field
+from typing import Any, Mapping, TypeVar
+
+from omegaconf import MISSING, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+
+V = TypeVar("V")
+
+
+# --------------------------------------------------------------------------------------------- data
+@dataclass
+class DataConfig:
+    name: str = "tiny"  # key of genrec.data.DATASETS (a preset: reader + folder), or "custom"
+    reader: str = ""  # key of genrec.data.READERS; "" takes the preset's reader
+    path: str = ""  # folder or file, relative to data_root unless absolute; "" takes the preset's
+    root: str = ""  # data root; "" reads $GENREC_DATA_ROOT, then ./data
+    max_history: int = 20  # history items kept before each target (TIGER: 20)
+    min_interactions: int = 3  # users with fewer are skipped (and counted) before leave-one-out
+    kcore: int = 0  # iterative k-core filter on users and items; 0 keeps the data as read
+    num_workers: int = 0
+
+
+# ---------------------------------------------------------------------------------------- embeddings
+@dataclass
+class EmbeddingConfig:
+    source: str = "text"  # key of genrec.embeddings.SOURCES: text | file | fusion
+    encoder: str = "minilm"  # local folder, hub name, or "minilm" (the offline default package)
+    template: str = "{title}. Brand: {brand}. Categories: {categories}."  # fields missing are skipped
+    batch_size: int = 128
+    max_length: int = 128
+    file: str = ""  # source=file: a .npy / .pt matrix (N, E) in item-id order (row 0 = item 1)
+    fusion: list[str] = field(default_factory=list)  # source=fusion: list of files / "text", concatenated
+    cache_dir: str = ".cache/genrec/embeddings"
+
+
+# ---------------------------------------------------------------------------------------- tokenizers
+@dataclass
+class RQVAEConfig:
+    hidden_dims: list[int] = field(default_factory=lambda: [512, 256, 128])
+    latent_dim: int = 32
+    beta: float = 0.25
+    epochs: int = 200
+    batch_size: int = 1024
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    kmeans_init: bool = True
+    dead_code_reset: bool = True
+    dropout: float = 0.0
+
+
+@dataclass
+class RKMeansConfig:
+    balanced: bool = False
+    iters: int = 50
+
+
+@dataclass
+class PQConfig:
+    iters: int = 50
+
+
+@dataclass
+class TokenizerConfig:
+    kind: str = "rqvae"  # key of genrec.tokenizers.TOKENIZERS
+    num_levels: int = 3  # L, before the collision digit
+    codebook_size: int = 256  # K per level
+    dedup: bool = True  # append a collision digit so every item's ID is unique
+    seed: int = 0
+    rqvae: RQVAEConfig = field(default_factory=RQVAEConfig)
+    rkmeans: RKMeansConfig = field(default_factory=RKMeansConfig)
+    pq: PQConfig = field(default_factory=PQConfig)
+    out_dir: str = ".cache/genrec/sids"
+
+
+# -------------------------------------------------------------------------------------------- models
+@dataclass
+class SASRecConfig:
+    hidden: int = 64
+    layers: int = 2
+    heads: int = 1
+    dropout: float = 0.5
+    loss: str = "ce"  # key of genrec.models.sasrec.LOSSES: ce | bce
+    num_negatives: int = 1  # loss=bce
+
+
+@dataclass
+class DecoderConfig:
+    dim: int = 128
+    layers: int = 4
+    heads: int = 4
+    mlp: str = "swiglu"  # swiglu | gelu
+    mlp_ratio: float = 4.0
+    positions: str = "rope"  # rope | learned
+    dropout: float = 0.1
+    num_user_tokens: int = 2000  # hashed user tokens; 0 disables
+    window: int = 0  # attention=flex: sliding window size, 0 = full causal
+
+
+@dataclass
+class TigerConfig:
+    d_model: int = 128
+    d_kv: int = 64
+    num_heads: int = 6
+    d_ff: int = 1024
+    encoder_layers: int = 4
+    decoder_layers: int = 4
+    dropout: float = 0.1
+    num_user_tokens: int = 2000
+
+
+@dataclass
+class LoRAConfig:
+    enabled: bool = True  # False: full fine-tuning
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+    train_new_tokens: bool = True  # train the rows of the added semantic-ID tokens
+
+
+@dataclass
+class LLMConfig:
+    base: str = "smollm2"  # local folder, hub name, or "smollm2" (the offline default package)
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
+    tasks: dict[str, float] = field(default_factory=lambda: {"seqrec": 1.0})  # task -> mixing weight
+    with_titles: bool = False
+    gradient_checkpointing: bool = False
+    max_length: int = 512
+
+
+@dataclass
+class ModelConfig:
+    kind: str = "sasrec"  # key of genrec.models.MODELS
+    attention: str = "sdpa"  # key of genrec.attention.ATTENTION (decoder models)
+    sasrec: SASRecConfig = field(default_factory=SASRecConfig)
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    tiger: TigerConfig = field(default_factory=TigerConfig)
+    llm: LLMConfig = field(default_factory=LLMConfig)
+
+
+# ------------------------------------------------------------------------------------ train and eval
+@dataclass
+class TrainConfig:
+    epochs: int = 200
+    max_steps: int = 0  # > 0 stops after this many optimiser steps (across epochs)
+    batch_size: int = 256
+    grad_accum: int = 1
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    scheduler: str = "constant"  # key of genrec.training.optim.SCHEDULERS
+    optimizer: str = "adamw"  # key of genrec.training.optim.OPTIMIZERS
+    grad_clip: float = 1.0
+    precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | no | bf16 | fp16
+    eval_every: int = 1  # epochs between validations
+    patience: int = 10  # validations without improvement of the monitored metric before stopping
+    monitor: str = "ndcg@10"
+    checkpoint_every: int = 1  # epochs between checkpoints
+    log_every: int = 50  # optimiser steps between loss logs
+    trackers: list[str] = field(default_factory=lambda: ["tensorboard"])  # + "wandb" (offline by default)
+    progress: bool = True
+    threads: int = 0  # torch.set_num_threads on CPU; 0 leaves torch's default
+
+
+@dataclass
+class EvalConfig:
+    ks: list[int] = field(default_factory=lambda: [5, 10])
+    batch_size: int = 256
+    beam_size: int = 20  # generative models: beams for constrained search (>= max(ks))
+    max_users: int = 0  # > 0 evaluates a fixed random subset of users (stated in the record)
+    splits: list[str] = field(default_factory=lambda: ["valid", "test"])
+
+
+@dataclass
+class ExperimentConfig:
+    name: str = ""  # run name; "" derives one from the config files, overrides and seed
+    seed: int = 0
+    output_dir: str = "runs"
+    results_dir: str = "results"
+    data: DataConfig = field(default_factory=DataConfig)
+    embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    # Set by load_config: the files and overrides this config came from (for run names and records).
+    sources: list[str] = field(default_factory=list)
+
+
+# ------------------------------------------------------------------------------------------- loading
+class ConfigError(ValueError):
+    """A config file or override that does not fit the schema."""
+
+
+def lookup(table: Mapping[str, V], key: str, field: str) -> V:
+    """``table[key]``, or a ValueError naming the config field and the valid keys."""
+    if key in table:
+        return table[key]
+    close = difflib.get_close_matches(key, list(table), n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    raise ValueError(f"{field}={key!r} is not one of {sorted(table)}.{hint}")
+
+
+def _valid_keys(schema: Any, dotted: str) -> list[str]:
+    node = schema
+    for part in [p for p in dotted.split(".") if p][:-1]:
+        node = getattr(node, part, None)
+        if not dataclasses.is_dataclass(node):
+            return []
+    return sorted(f.name for f in dataclasses.fields(node)) if dataclasses.is_dataclass(node) else []
+
+
+def _merge(cfg: Any, other: Any, origin: str) -> Any:
+    try:
+        return OmegaConf.merge(cfg, other)
+    except ConfigKeyError as e:
+        key = e.full_key or str(e.key)
+        valid = _valid_keys(ExperimentConfig(), key)
+        close = difflib.get_close_matches(key.split(".")[-1], valid, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"{origin}: unknown key {key!r}; valid keys here: {valid}.{hint}") from None
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", None) or "?"
+        raise ConfigError(f"{origin}: bad value for {key!r}: {e.msg if hasattr(e, 'msg') else e}") from None
+
+
+def load_config(paths: list[str] | tuple[str, ...] = (), overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
+    """Merge YAML files (later win) and dotted overrides (``train.lr=3e-4``) over the schema defaults.
+
+    Raises:
+        ConfigError: unknown key or wrong type, naming the key, the file or override, and valid keys.
+        FileNotFoundError: a config file that does not exist.
+    """
+    cfg = OmegaConf.structured(ExperimentConfig)
+    for path in paths:
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"config file {path!r} does not exist")
+        loaded = OmegaConf.load(path)
+        if loaded is None or not OmegaConf.is_dict(loaded):
+            if loaded is None or len(loaded) == 0:  # an empty file is a no-op
+                continue
+            raise ConfigError(f"{path}: expected a mapping of config keys, got {type(loaded).__name__}")
+        cfg = _merge(cfg, loaded, path)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like key=value, e.g. train.lr=3e-4")
+        cfg = _merge(cfg, OmegaConf.from_dotlist([item]), f"override {item!r}")
+    try:
+        out: ExperimentConfig = OmegaConf.to_object(cfg)  # type: ignore[assignment]
+    except OmegaConfBaseException as e:  # a required ??? value left unset
+        raise ConfigError(f"missing value: {e}") from None
+    out.sources = [*paths, *overrides]
+    return out
+
+
+def to_dict(cfg: ExperimentConfig) -> dict:
+    return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)  # type: ignore[return-value]
+
+
+def save_config(cfg: ExperimentConfig, path: str) -> None:
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "w") as f:
+        f.write(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+
+
+__all__ = ["ExperimentConfig", "ConfigError", "MISSING", "load_config", "lookup", "save_config", "to_dict"]
