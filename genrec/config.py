@@ -37,7 +37,10 @@ class DataConfig:
 class EmbeddingConfig:
     source: str = "text"  # key of genrec.embeddings.SOURCES: text | file | fusion
     encoder: str = "minilm"  # local folder, hub name, or "minilm" (the offline default package)
-    template: str = "{title}. Brand: {brand}. Categories: {categories}."  # fields missing are skipped
+    # Python format fields name item keys; a missing field drops itself and the literal text just before it.
+    template: str = "{title}. Brand: {brand}. Categories: {categories}."
+    pooling: str = "mean"  # mean (over the attention mask) | cls; sentence-transformers MiniLM uses mean
+    normalize: bool = True  # L2-normalise each item vector (as MiniLM expects)
     batch_size: int = 128
     max_length: int = 128
     file: str = ""  # source=file: a .npy / .pt matrix (N, E) in item-id order (row 0 = item 1)
@@ -50,19 +53,23 @@ class EmbeddingConfig:
 class RQVAEConfig:
     hidden_dims: list[int] = field(default_factory=lambda: [512, 256, 128])
     latent_dim: int = 32
-    beta: float = 0.25
+    beta: float = 0.25  # commitment weight (TIGER, VQ-VAE)
     epochs: int = 200
     batch_size: int = 1024
     lr: float = 1e-3
     weight_decay: float = 0.0
-    kmeans_init: bool = True
-    dead_code_reset: bool = True
+    kmeans_init: bool = True  # initialise each level's codebook by k-means on the latent residuals
+    kmeans_iters: int = 20
+    dead_code_reset: bool = True  # re-seed codes unused over an epoch from current residuals
+    reset_every: int = 1  # epochs between dead-code checks
+    reset_until: float = 0.9  # stop resetting after this fraction of epochs, so codebooks settle
     dropout: float = 0.0
+    device: str = "cpu"  # cpu | cuda | auto
 
 
 @dataclass
 class RKMeansConfig:
-    balanced: bool = False
+    balanced: bool = False  # capacity-constrained assignment while fitting (equal-size clusters)
     iters: int = 50
 
 
@@ -73,9 +80,9 @@ class PQConfig:
 
 @dataclass
 class TokenizerConfig:
-    kind: str = "rqvae"  # key of genrec.tokenizers.TOKENIZERS
+    kind: str = "rqvae"  # key of genrec.tokenizers.TOKENIZERS: rqvae | rkmeans | pq | random | lsh
     num_levels: int = 3  # L, before the collision digit
-    codebook_size: int = 256  # K per level
+    codebook_size: int = 256  # K per level (lsh: a power of two)
     dedup: bool = True  # append a collision digit so every item's ID is unique
     seed: int = 0
     rqvae: RQVAEConfig = field(default_factory=RQVAEConfig)
@@ -117,7 +124,11 @@ class TigerConfig:
     encoder_layers: int = 4
     decoder_layers: int = 4
     dropout: float = 0.1
-    num_user_tokens: int = 2000
+    num_user_tokens: int = 2000  # hashed user-ID tokens (TIGER: 2000); 0 disables the user token
+    feed_forward_proj: str = "relu"  # T5 MLP: relu (original T5, as in TIGER) | gated-gelu (T5 v1.1)
+    relative_attention_num_buckets: int = 32  # T5 defaults
+    relative_attention_max_distance: int = 128
+    softmax: str = "full"  # full: log_softmax over the whole vocab (paper's CE) | level: over the level's codes
 
 
 @dataclass
@@ -174,6 +185,8 @@ class TrainConfig:
     trackers: list[str] = field(default_factory=lambda: ["tensorboard"])  # + "wandb" (offline by default)
     progress: bool = True
     threads: int = 0  # torch.set_num_threads on CPU; 0 leaves torch's default
+    resume: bool = True  # continue from the run folder's last checkpoint when there is one
+    checkpoint_steps: int = 0  # > 0 also checkpoints every N optimiser steps inside an epoch
 
 
 @dataclass
@@ -182,6 +195,7 @@ class EvalConfig:
     batch_size: int = 256
     beam_size: int = 20  # generative models: beams for constrained search (>= max(ks))
     max_users: int = 0  # > 0 evaluates a fixed random subset of users (stated in the record)
+    valid_max_users: int = 0  # > 0 overrides max_users for validation only (cheap early stopping)
     splits: list[str] = field(default_factory=lambda: ["valid", "test"])
 
 

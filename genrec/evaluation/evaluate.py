@@ -1,0 +1,49 @@
+"""One evaluator for every model: score matrices (ID models) or ranked lists (generative models) -> metrics.
+
+Under data parallelism each process ranks its shard; ``gather_for_metrics`` collects the per-user ranks and drops
+the samples the sampler repeated to even out the shards, so every user counts exactly once.
+"""
+from __future__ import annotations
+
+import torch
+from tqdm.auto import tqdm
+
+from .metrics import list_validity, metrics_from_ranks, ranks_from_lists, ranks_from_scores
+
+
+@torch.no_grad()
+def evaluate(model, loader, accelerator, ks: list[int], num_items: int, beam_size: int = 0, desc: str = "eval",
+             progress: bool = True) -> dict:
+    """Rank every example's target over the full catalog and return Recall/NDCG@K plus list validity counts.
+
+    Args:
+        model: a prepared model; its unwrapped module provides ``score(batch)`` or ``recommend(batch, k)``.
+        loader: a prepared loader of ``{"user", "history", "target"}`` batches.
+    Returns:
+        {"recall@5": ..., "ndcg@5": ..., ..., "users": n, "invalid_ids": n, "duplicate_ids": n}
+    """
+    net = accelerator.unwrap_model(model)
+    was_training = net.training
+    net.eval()
+    k = max(ks)
+    ranks, validity = [], []
+    for batch in tqdm(loader, desc=desc, disable=not (progress and accelerator.is_local_main_process), leave=False):
+        if hasattr(net, "score"):
+            r = ranks_from_scores(net.score(batch), batch["target"])
+        else:
+            kwargs = {"beam_size": beam_size} if beam_size else {}
+            items, _ = net.recommend(batch, k, **kwargs)
+            if items.shape[1] > k:
+                raise ValueError(f"recommend returned {items.shape[1]} items for k={k}")
+            r = ranks_from_lists(items, batch["target"])
+            validity.append(list_validity(items, num_items))
+        ranks.append(r)
+    local = torch.cat(ranks) if ranks else torch.empty(0, dtype=torch.long, device=accelerator.device)
+    all_ranks = accelerator.gather_for_metrics(local)
+    out = metrics_from_ranks(all_ranks.cpu(), ks)
+    out["users"] = int(all_ranks.numel())
+    if validity:  # gathered per user, so shards padded by the sampler do not count twice
+        counts = accelerator.gather_for_metrics(torch.cat(validity)).sum(0).tolist()
+        out["invalid_ids"], out["duplicate_ids"] = int(counts[0]), int(counts[1])
+    net.train(was_training)
+    return out

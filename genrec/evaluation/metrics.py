@@ -1,0 +1,78 @@
+"""Ranking metrics over the full item catalog (pure functions on 0-based ranks).
+
+With ``rank`` the 0-based position of the target in the model's ranking (``inf`` when it is absent):
+
+    Recall@K = mean_u [rank_u < K]            (= HR@K with one target per user)
+    NDCG@K   = mean_u [rank_u < K] / log2(rank_u + 2)
+
+(one relevant item, so the ideal DCG is 1). A hit at rank 3 (0-based 2) gives NDCG = 1 / log2(4) = 0.5.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+MISS = torch.iinfo(torch.int64).max  # rank of a target that is not in the list
+
+
+def ranks_from_scores(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """0-based rank of each target among all items, ties counted against the target (pessimistic).
+
+    Args:
+        scores: (B, N + 1) a score per item; column 0 (padding) is ignored.
+        targets: (B,) item ids in 1..N.
+    Returns:
+        (B,) int64 ranks: the number of other items scored >= the target. A constant model therefore
+        gets the worst rank, never a lucky one; NaN scores raise.
+    """
+    if scores.dim() != 2 or targets.shape != scores.shape[:1]:
+        raise ValueError(f"expected scores (B, N+1) and targets (B,), got {tuple(scores.shape)} and {tuple(targets.shape)}")
+    if torch.isnan(scores).any():
+        raise ValueError("scores contain NaN")
+    scores = scores.float()
+    target_scores = scores.gather(1, targets[:, None])
+    ahead = (scores[:, 1:] >= target_scores).sum(1) - 1  # minus the target itself
+    return ahead.long()
+
+
+def ranks_from_lists(items: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """0-based position of each target in a ranked list; ``MISS`` when absent.
+
+    Duplicates and invalid ids (0 or unknown) are not removed: they keep their slots and count as misses, so a
+    model cannot gain by repeating items.
+
+    Args:
+        items: (B, K) ranked item ids, best first.
+        targets: (B,) item ids.
+    """
+    hit = items == targets[:, None]
+    pos = torch.where(hit, torch.arange(items.shape[1], device=items.device), MISS)
+    return pos.min(1).values if items.shape[1] else torch.full_like(targets, MISS)
+
+
+def list_validity(items: torch.Tensor, num_items: int) -> torch.Tensor:
+    """Per list: (B, 2) counts of invalid ids (outside 1..N) and of ids repeated within the list."""
+    invalid = ((items < 1) | (items > num_items)).sum(1)
+    s = items.sort(1).values
+    dup = ((s[:, 1:] == s[:, :-1]) & (s[:, 1:] >= 1) & (s[:, 1:] <= num_items)).sum(1)
+    return torch.stack([invalid, dup], 1)
+
+
+def metrics_from_ranks(ranks: torch.Tensor, ks: list[int]) -> dict[str, float]:
+    """Recall@K and NDCG@K for every K in ``ks`` (see module docstring)."""
+    if ranks.numel() == 0:
+        raise ValueError("no users to evaluate")
+    ranks = ranks.double()
+    out = {}
+    for k in ks:
+        hit = ranks < k
+        gain = torch.where(hit, 1.0 / torch.log2(torch.where(hit, ranks, 0.0) + 2.0), 0.0)
+        out[f"recall@{k}"] = hit.double().mean().item()
+        out[f"ndcg@{k}"] = gain.mean().item()
+    return out
+
+
+def ndcg_at(rank: int, k: int) -> float:
+    """NDCG@k of a single 0-based rank (for documentation and tests)."""
+    return 1.0 / math.log2(rank + 2) if rank < k else 0.0

@@ -1,0 +1,1 @@
+from .loop import train, run_name

@@ -1,0 +1,326 @@
+"""One training loop for every model, built on accelerate.
+
+``train(cfg)`` reads the data, builds the model's inputs (semantic IDs for generative models), trains with
+early stopping on the validation metric, checkpoints (model, optimiser, scheduler, RNG, data position) after each
+epoch, resumes a killed run from its last checkpoint, evaluates the best weights on the test split and writes a
+result record. The same function runs under ``python`` and ``accelerate launch`` (CPU fp32, GPU bf16, DDP/FSDP).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+import time
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from ..config import ExperimentConfig, save_config, to_dict
+from ..data import TRAIN_DATASETS, EvalDataset, Split, collate, load_dataset
+from ..evaluation import evaluate
+from ..models import GENERATIVE, ModelContext, build_model
+from .optim import build_optimizer
+from .records import device_description, write_record
+
+log = logging.getLogger(__name__)
+logging.getLogger("accelerate").setLevel(logging.WARNING)  # one line per checkpoint file is noise
+
+
+def run_name(cfg: ExperimentConfig) -> str:
+    """``<config stems>[__<overrides>]__s<seed>-<hash>``: readable, unique per resolved config, equal on all ranks."""
+    if cfg.name:
+        return cfg.name
+    stems = ["-".join(p.replace(".yaml", "").split("/")[-2:]) for p in cfg.sources if p.endswith(".yaml")]
+    ignore = ("seed=", "name=", "output_dir=", "results_dir=", "train.progress=", "train.threads=", "train.resume=")
+    overrides = [o for o in cfg.sources if not o.endswith(".yaml") and not o.startswith(ignore)]
+    resolved = to_dict(cfg)
+    for key in ("sources", "output_dir", "results_dir", "name"):
+        resolved.pop(key, None)
+    resolved["train"] = {k: v for k, v in resolved["train"].items() if k not in ("progress", "threads", "resume")}
+    digest = hashlib.sha1(json.dumps(resolved, sort_keys=True).encode()).hexdigest()[:6]
+    parts = ["_".join(stems) or f"{cfg.model.kind}-{cfg.data.name}"]
+    if overrides:
+        parts.append("_".join(o.replace("/", "-") for o in overrides)[:80])
+    parts.append(f"s{cfg.seed}-{digest}")
+    return "__".join(parts)
+
+
+def _trackers(cfg: ExperimentConfig) -> list[str]:
+    out = []
+    for name in cfg.train.trackers:
+        if name == "wandb":
+            try:
+                import wandb  # noqa: F401
+            except ImportError:
+                log.warning("train.trackers has 'wandb' but wandb is not installed; logging to tensorboard only")
+                continue
+            if "WANDB_MODE" not in os.environ and not os.environ.get("WANDB_API_KEY"):
+                os.environ["WANDB_MODE"] = "offline"  # online only for a logged-in user
+        out.append(name)
+    return out
+
+
+def build_context(cfg: ExperimentConfig, data, accelerator: Accelerator) -> ModelContext:
+    ctx = ModelContext(num_items=data.num_items, num_users=data.num_users, item_texts=data.items)
+    if cfg.model.kind in GENERATIVE:
+        from ..tokenizers import build_sids
+
+        with accelerator.main_process_first():  # rank 0 builds (or loads) the artifact, the others load it
+            sids = build_sids(cfg, data)
+        if sids.codes.shape[0] != data.num_items:
+            raise ValueError(f"semantic IDs cover {sids.codes.shape[0]} items but {cfg.data.name} has {data.num_items}")
+        ctx.sid_codes = torch.cat([torch.zeros(1, sids.codes.shape[1], dtype=torch.long), sids.codes.long()])
+        ctx.codebook_sizes = list(sids.codebook_sizes)
+        ctx.extra["sids"] = sids
+    return ctx
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    """Nested config -> {"train.lr": 0.001, ...} with lists as strings (what tensorboard's hparams accept)."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v if isinstance(v, (int, float, str, bool)) else str(v)
+    return out
+
+
+def _eval_users(n: int, max_users: int, seed: int) -> np.ndarray | None:
+    if not max_users or max_users >= n:
+        return None
+    return np.sort(np.random.default_rng(seed).choice(n, size=max_users, replace=False))
+
+
+class EpochShuffle(torch.utils.data.Sampler):
+    """A random order that depends only on (seed, epoch), so a resumed run sees the batches it would have seen."""
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=g).tolist())
+
+
+class Checkpointer:
+    """``<run>/checkpoint``: accelerate state (model, optimiser, scheduler, RNG) + ``trainer_state.json``.
+
+    Written to a temporary folder and renamed, so a kill during saving leaves the previous checkpoint intact.
+    """
+
+    def __init__(self, run_dir: str, accelerator: Accelerator):
+        self.path = os.path.join(run_dir, "checkpoint")
+        self.accelerator = accelerator
+
+    def exists(self) -> bool:
+        return os.path.isfile(os.path.join(self.path, "trainer_state.json"))
+
+    def save(self, state: dict) -> None:
+        tmp = self.path + ".tmp"
+        self.accelerator.save_state(tmp)
+        if self.accelerator.is_main_process:
+            with open(os.path.join(tmp, "trainer_state.json"), "w") as f:
+                json.dump(state, f, indent=2)
+            old = self.path + ".old"
+            if os.path.exists(self.path):
+                os.replace(self.path, old)
+            os.replace(tmp, self.path)
+            shutil.rmtree(old, ignore_errors=True)
+        self.accelerator.wait_for_everyone()
+
+    def load(self) -> dict:
+        self.accelerator.load_state(self.path)
+        with open(os.path.join(self.path, "trainer_state.json")) as f:
+            return json.load(f)
+
+
+def train(cfg: ExperimentConfig) -> dict:
+    """Train ``cfg.model`` on ``cfg.data``, early-stop on validation, test the best weights, write the record.
+
+    Returns:
+        The result record (also written to ``<results_dir>/runs/<dataset>/<run name>.json``).
+    """
+    t0 = time.time()
+    tc = cfg.train
+    precision = tc.precision if tc.precision != "auto" else ("bf16" if torch.cuda.is_available() else "no")
+    name = run_name(cfg)
+    run_dir = os.path.join(cfg.output_dir, name)
+    accelerator = Accelerator(mixed_precision=precision, gradient_accumulation_steps=tc.grad_accum,
+                              log_with=_trackers(cfg) or None, project_dir=run_dir)
+    if tc.threads and accelerator.device.type == "cpu":
+        torch.set_num_threads(tc.threads)
+    set_seed(cfg.seed)
+    if accelerator.is_main_process:
+        save_config(cfg, os.path.join(run_dir, "config.yaml"))
+
+    data = load_dataset(cfg.data)
+    split = Split(data, cfg.data.max_history)
+    ctx = build_context(cfg, data, accelerator)
+    model = build_model(cfg, ctx)
+    train_ds = model.train_dataset(split, ctx) if hasattr(model, "train_dataset") else \
+        TRAIN_DATASETS[model.example_mode](split)
+    collate_fn = getattr(model, "collate", collate)
+    eval_collate = getattr(model, "eval_collate", collate)
+
+    def eval_loader(split_name: str, max_users: int):
+        ds = EvalDataset(split, split_name, _eval_users(data.num_users, max_users, cfg.seed))
+        return accelerator.prepare_data_loader(DataLoader(ds, batch_size=cfg.eval.batch_size, collate_fn=eval_collate,
+                                                          num_workers=cfg.data.num_workers))
+
+    steps_per_epoch = math.ceil(len(train_ds) / (tc.batch_size * accelerator.num_processes * tc.grad_accum))
+    total_steps = tc.max_steps or steps_per_epoch * tc.epochs
+    optimizer, scheduler = build_optimizer(model, tc, total_steps)
+    sampler = EpochShuffle(len(train_ds), cfg.seed)
+    train_loader = DataLoader(train_ds, batch_size=tc.batch_size, sampler=sampler, collate_fn=collate_fn,
+                              num_workers=cfg.data.num_workers)
+    model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
+    # The schedule counts optimiser steps; we step it ourselves (accelerate's wrapper would step it once per process).
+    accelerator.register_for_checkpointing(scheduler)
+    valid_loader = eval_loader("valid", cfg.eval.valid_max_users or cfg.eval.max_users)
+    n_params = sum(p.numel() for p in accelerator.unwrap_model(model).parameters())
+    n_trainable = sum(p.numel() for p in accelerator.unwrap_model(model).parameters() if p.requires_grad)
+
+    ckpt = Checkpointer(run_dir, accelerator)
+    state = {"epoch": 0, "batch_in_epoch": 0, "global_step": 0, "best": -1.0, "best_epoch": -1, "bad_evals": 0,
+             "history": [], "done": False, "train_seconds": 0.0}
+    if tc.resume and ckpt.exists():
+        state = ckpt.load()
+        accelerator.print(f"resumed {run_dir} at epoch {state['epoch']} batch {state['batch_in_epoch']}")
+    accelerator.init_trackers(name.replace("/", "-"), config=_flat(to_dict(cfg)))
+    best_path = os.path.join(run_dir, "best_model.pt")
+    seg_start = time.time()
+
+    def save(**changes):
+        state.update(changes)
+        state["train_seconds"] += time.time() - save.t
+        save.t = time.time()
+        ckpt.save(state)
+    save.t = seg_start
+
+    model.train()
+    while not state["done"] and state["epoch"] < tc.epochs:
+        epoch = state["epoch"]
+        sampler.set_epoch(epoch)
+        loader = train_loader
+        skip = state["batch_in_epoch"]
+        batches = accelerator.skip_first_batches(loader, skip) if skip else loader
+        bar = tqdm(batches, desc=f"epoch {epoch}", initial=skip, total=len(loader),
+                   disable=not (tc.progress and accelerator.is_local_main_process), leave=False)
+        running = []
+        for i, batch in enumerate(bar, start=skip):
+            with accelerator.accumulate(model):
+                out = model(batch)
+                accelerator.backward(out.loss)
+                if accelerator.sync_gradients and tc.grad_clip > 0:
+                    accelerator.clip_grad_norm_(model.parameters(), tc.grad_clip)
+                optimizer.step()
+                if accelerator.sync_gradients:
+                    scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            running.append(out.loss.detach())
+            if accelerator.sync_gradients:
+                state["global_step"] += 1
+                if state["global_step"] % tc.log_every == 0:
+                    loss = torch.stack(running).mean().item()
+                    running = []
+                    bar.set_postfix(loss=f"{loss:.4f}")
+                    accelerator.log({"train/loss": loss, "train/lr": scheduler.get_last_lr()[0]},
+                                    step=state["global_step"])
+                if tc.checkpoint_steps and state["global_step"] % tc.checkpoint_steps == 0:
+                    save(batch_in_epoch=i + 1)
+                if tc.max_steps and state["global_step"] >= tc.max_steps:
+                    state["done"] = True
+                    break
+        state["epoch"], state["batch_in_epoch"] = epoch + 1, 0
+        if (epoch + 1) % tc.eval_every == 0 or state["done"] or epoch + 1 == tc.epochs:
+            metrics = evaluate(model, valid_loader, accelerator, cfg.eval.ks, data.num_items, cfg.eval.beam_size,
+                               desc="valid", progress=tc.progress)
+            value = metrics[tc.monitor]
+            accelerator.log({f"valid/{k}": v for k, v in metrics.items()}, step=state["global_step"])
+            state["history"].append({"epoch": epoch + 1, "step": state["global_step"], **metrics})
+            improved = value > state["best"]
+            if improved:
+                state.update(best=value, best_epoch=epoch + 1, bad_evals=0)
+                weights = accelerator.get_state_dict(model)  # every rank takes part (FSDP gathers shards)
+                if accelerator.is_main_process:
+                    torch.save(weights, best_path)
+            else:
+                state["bad_evals"] += 1
+            accelerator.print(f"epoch {epoch + 1}: valid {tc.monitor}={value:.4f} "
+                              f"(best {state['best']:.4f} @ {state['best_epoch']})")
+            if state["bad_evals"] >= tc.patience:
+                accelerator.print(f"early stop: no improvement in {tc.patience} validations")
+                state["done"] = True
+        if state["epoch"] == tc.epochs:
+            state["done"] = True
+        if (epoch + 1) % tc.checkpoint_every == 0 or state["done"]:
+            save()
+    if not state["done"]:  # ran out of epochs: mark the run finished so a re-run only re-evaluates
+        save(done=True)
+
+    # Test the best weights on the full test split (or the configured subset).
+    accelerator.wait_for_everyone()
+    if os.path.exists(best_path):
+        accelerator.unwrap_model(model).load_state_dict(torch.load(best_path, map_location="cpu", weights_only=True))
+    results = {}
+    for split_name in cfg.eval.splits:
+        loader = eval_loader(split_name, cfg.eval.max_users)
+        results[split_name] = evaluate(model, loader, accelerator, cfg.eval.ks, data.num_items, cfg.eval.beam_size,
+                                       desc=split_name, progress=tc.progress)
+    accelerator.log({f"final/{s}/{k}": v for s, m in results.items() for k, v in m.items()})
+    accelerator.end_training()
+
+    main_split = "test" if "test" in results else cfg.eval.splits[-1]
+    record = {
+        "dataset": cfg.data.name,
+        "model": cfg.model.kind,
+        "split": main_split,
+        "metrics": results[main_split],
+        "all_splits": results,
+        "run_name": name,
+        "users_evaluated": results[main_split]["users"],
+        "user_subset": cfg.eval.max_users or None,
+        "best_epoch": state["best_epoch"],
+        "epochs_run": state["epoch"],
+        "global_steps": state["global_step"],
+        "train_seconds": round(state["train_seconds"], 1),
+        "wall_seconds": round(time.time() - t0, 1),
+        "num_params": n_params,
+        "trainable_params": n_trainable,
+        "processes": accelerator.num_processes,
+        "precision": precision,
+        "device": device_description(accelerator.device),
+        "validation_history": state["history"],
+        "config": {k: v for k, v in to_dict(cfg).items()},
+    }
+    if hasattr(accelerator.unwrap_model(model), "record_extras"):
+        record.update(accelerator.unwrap_model(model).record_extras(run_dir))
+    if accelerator.is_main_process:
+        path = os.path.join(cfg.results_dir, "runs", cfg.data.name, f"{name}.json")
+        write_record(path, record)
+        write_record(os.path.join(run_dir, "result.json"), record)
+        accelerator.print(format_metrics(results))
+        record["path"] = path
+    return record
+
+
+def format_metrics(results: dict[str, dict]) -> str:
+    keys = [k for k in next(iter(results.values())) if "@" in k]
+    lines = ["split  " + "  ".join(f"{k:>10}" for k in keys)]
+    for s, m in results.items():
+        lines.append(f"{s:<6} " + "  ".join(f"{m[k]:>10.4f}" for k in keys))
+    return "\n".join(lines)

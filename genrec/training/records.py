@@ -1,0 +1,61 @@
+"""Result records: one small JSON per evaluation run under ``results/``, with everything needed to reproduce it."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import subprocess
+import sys
+
+import torch
+
+
+def git_commit() -> str:
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True).stdout.strip()
+        return sha + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def device_description(device: torch.device | str | None = None) -> str:
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        return f"GPU: {name} x{torch.cuda.device_count()}, torch {torch.__version__}"
+    cpu = platform.processor() or "cpu"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"CPU: {cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} threads, torch {torch.__version__}"
+
+
+def command_line() -> str:
+    prog = os.path.basename(sys.argv[0])
+    if prog in ("__main__.py", "genrec"):
+        prog = "genrec"
+    elif prog.endswith(".py"):
+        prog = f"python {os.path.relpath(sys.argv[0])}"
+    return " ".join([prog, *sys.argv[1:]])
+
+
+def now_utc() -> str:
+    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+def write_record(path: str, record: dict) -> str:
+    """Write ``record`` (plus command, commit, device, date unless given) as pretty JSON; return the path."""
+    base = {"command": command_line(), "git_commit": git_commit(), "device": device_description(), "date": now_utc()}
+    record = {**base, **record}
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(record, f, indent=2, default=str)
+        f.write("\n")
+    os.replace(tmp, path)
+    return path
