@@ -1,0 +1,201 @@
+"""A user's own data as a plain table: one row per interaction (``user_id, item_id, timestamp``), CSV / TSV / Parquet.
+
+Layout: ``path`` is either the interactions file itself (``.csv``, ``.tsv`` or ``.parquet``) or a folder holding
+``interactions.{csv,tsv,parquet}`` and, optionally, ``items.{csv,tsv,parquet,jsonl}`` (``item_id`` plus any text
+columns: ``title``, ``brand``, ``description``, ``price``, ``categories`` as ``"a|b|c"`` or a JSON list). See
+``genrec/data/README.md``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+
+import numpy as np
+import pandas as pd
+
+from .interactions import InteractionData, from_user_sequences
+
+log = logging.getLogger(__name__)
+
+REQUIRED = ("user_id", "item_id", "timestamp")
+TABLE_EXTS = (".csv", ".tsv", ".parquet")
+ITEM_EXTS = (".csv", ".tsv", ".parquet", ".jsonl")
+
+
+def _read_frame(path: str) -> pd.DataFrame:
+    if path.endswith(".parquet"):
+        return pd.read_parquet(path)
+    if path.endswith(".jsonl"):
+        return pd.DataFrame(_read_jsonl(path))
+    sep = "\t" if path.endswith(".tsv") else ","
+    try:
+        # ids are read as text so "007" and "7" stay distinct; canonical_id turns integral numbers into "7" anyway
+        return pd.read_csv(path, sep=sep, dtype={"user_id": str, "item_id": str})
+    except (pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: cannot parse as {'TSV' if sep == chr(9) else 'CSV'} ({e})") from None
+
+
+def _read_jsonl(path: str) -> list[dict]:
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{lineno}: invalid JSON ({e})") from None
+            if not isinstance(row, dict):
+                raise ValueError(f"{path}:{lineno}: expected a JSON object per line")
+            rows.append(row)
+    return rows
+
+
+def _is_missing(v) -> bool:
+    if v is None:
+        return True
+    try:
+        return bool(pd.isna(v)) if np.ndim(v) == 0 else False
+    except (TypeError, ValueError):
+        return False
+
+
+def canonical_id(v) -> str:
+    """An id as text: integral numbers (7, 7.0, np.int64(7)) become "7", strings stay as they are (stripped)."""
+    if isinstance(v, (bool, np.bool_)):
+        return str(v)
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
+    if isinstance(v, (float, np.floating)) and math.isfinite(v) and float(v).is_integer():
+        return str(int(v))
+    return str(v).strip()
+
+
+def _resolve(path: str) -> tuple[str, str | None]:
+    """(interactions file, items file or None)."""
+    if os.path.isfile(path):
+        if not path.endswith(TABLE_EXTS):
+            raise ValueError(f"{path!r}: reader 'table' reads {', '.join(TABLE_EXTS)} files")
+        return path, None
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"interaction table not found: {path!r} (a .csv/.tsv/.parquet file or a folder "
+                                f"holding interactions.csv / interactions.parquet)")
+    found = [os.path.join(path, "interactions" + e) for e in TABLE_EXTS if os.path.isfile(os.path.join(path, "interactions" + e))]
+    if not found:
+        raise FileNotFoundError(f"no interactions file in {path!r}: expected one of "
+                                f"{['interactions' + e for e in TABLE_EXTS]}")
+    if len(found) > 1:
+        raise ValueError(f"{path!r} holds several interaction files {[os.path.basename(f) for f in found]}; keep one")
+    items = [os.path.join(path, "items" + e) for e in ITEM_EXTS if os.path.isfile(os.path.join(path, "items" + e))]
+    if len(items) > 1:
+        raise ValueError(f"{path!r} holds several item files {[os.path.basename(f) for f in items]}; keep one")
+    return found[0], (items[0] if items else None)
+
+
+def parse_categories(v) -> list[list[str]] | None:
+    """``"a|b|c"`` -> ``[["a", "b", "c"]]`` (one path); a JSON list of names -> one path; a list of lists as is."""
+    if _is_missing(v):
+        return None
+    if isinstance(v, str):
+        text = v.strip()
+        if text.startswith("["):
+            try:
+                v = json.loads(text)
+            except json.JSONDecodeError:
+                pass
+        if isinstance(v, str):
+            path = [p.strip() for p in text.split("|") if p.strip()]
+            return [path] if path else None
+    v = list(v) if isinstance(v, (list, tuple, np.ndarray)) else [v]
+    if not v:
+        return None
+    if all(isinstance(p, (list, tuple, np.ndarray)) for p in v):
+        return [[str(c) for c in p] for p in v]
+    return [[str(c) for c in v]]
+
+
+def _item_table(path: str) -> dict[str, dict]:
+    frame = _read_frame(path)
+    if "item_id" not in frame.columns:
+        raise ValueError(f"{path}: the item table needs an 'item_id' column; found {list(frame.columns)}")
+    meta: dict[str, dict] = {}
+    dupes = 0
+    for row_no, rec in enumerate(frame.to_dict("records")):
+        if _is_missing(rec["item_id"]):
+            raise ValueError(f"{path}: row {row_no + 1} has no item_id: {rec}")
+        key = canonical_id(rec.pop("item_id"))
+        if key in meta:
+            dupes += 1
+            continue
+        row = {k: (None if _is_missing(v) else v) for k, v in rec.items()}
+        if "categories" in row:
+            row["categories"] = parse_categories(row["categories"])
+        if row.get("price") is not None:
+            try:
+                row["price"] = float(row["price"])
+            except (TypeError, ValueError):
+                pass  # keep text such as "$4.99" as given
+        meta[key] = row
+    if dupes:
+        log.warning("%s: %d repeated item_id rows ignored (first kept)", path, dupes)
+    return meta
+
+
+def read_table(path: str, name: str = "table") -> InteractionData:
+    """Read a user's own interaction table (+ optional item table) into time-ordered sequences.
+
+    Each user's rows are sorted by ``timestamp`` (any sortable type: integers, floats, ISO strings, datetimes); equal
+    timestamps keep file order. Repeated (user, item) rows are kept (repeat consumption). Users come out in sorted
+    ``user_id`` order and items are numbered 1..N by first appearance in that order; ``items[i]["item_key"]`` is the
+    original ``item_id`` as text. Items absent from the item table get no text and are counted
+    (``skipped["items_without_metadata"]``); item-table rows nobody interacted with are counted too.
+
+    Raises:
+        FileNotFoundError: the file or folder does not exist.
+        ValueError: a required column is missing (naming the file and the columns found), a row has an empty
+            user_id / item_id / timestamp (naming the row), or the table is empty.
+    """
+    inter_path, items_path = _resolve(path)
+    frame = _read_frame(inter_path)
+    missing = [c for c in REQUIRED if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{inter_path}: missing column(s) {missing}; found {list(frame.columns)}. "
+                         f"Required: {list(REQUIRED)}")
+    if frame.empty:
+        raise ValueError(f"{inter_path}: no rows")
+    for col in REQUIRED:
+        bad = frame[col].isna().to_numpy()
+        if bad.any():
+            r = int(np.flatnonzero(bad)[0])
+            raise ValueError(f"{inter_path}: row {r + 1} (data row, header not counted) has no {col}: "
+                             f"{frame.iloc[r][list(REQUIRED)].to_dict()}")
+    users = [canonical_id(v) for v in frame["user_id"].tolist()]
+    items = [canonical_id(v) for v in frame["item_id"].tolist()]
+    try:
+        order = np.lexsort((np.arange(len(frame)), frame["timestamp"].to_numpy()))  # stable by time
+    except TypeError:
+        raise ValueError(f"{inter_path}: column 'timestamp' mixes types that cannot be compared "
+                         f"(e.g. {frame['timestamp'].iloc[0]!r}); use one type (numbers, ISO dates)") from None
+    by_user: dict[str, list[str]] = {}
+    for r in order:
+        by_user.setdefault(users[r], []).append(items[r])
+    # numeric user ids sort as numbers, others as text
+    numeric = all(u.lstrip("-").isdigit() for u in by_user)
+    user_seqs = {u: by_user[u] for u in sorted(by_user, key=(lambda u: int(u)) if numeric else None)}
+    # without an item file every item simply has no text: nothing to count as missing
+    meta = _item_table(items_path) if items_path else {i: {} for i in set(items)}
+    data = from_user_sequences(name, user_seqs, meta, inter_path)
+    columns = {k for row in meta.values() for k in row}
+    for row in data.items:  # every row gets the same keys, None where the item table has no row
+        for k in columns:
+            row.setdefault(k, None)
+    if numeric:
+        data.users = np.array([int(u) for u in user_seqs], dtype=np.int64)
+    if items_path:
+        unused = len(set(meta) - {r["item_key"] for r in data.items})
+        if unused:
+            data.skipped["item_rows_without_interactions"] = unused
+            log.warning("%s: %d item rows have no interactions; they are left out", items_path, unused)
+    return data.validate()
