@@ -91,6 +91,8 @@ def load_dataset(cfg: DataConfig) -> InteractionData:
     if not reader_name:
         raise ValueError("data.name='custom' needs data.reader (one of %s) and data.path" % sorted(READERS))
     reader = lookup(READERS, reader_name, field="data.reader")
+    if cfg.name == "custom" and not cfg.path:
+        raise ValueError(f"data.name='custom' needs data.path: the file or folder for reader {reader_name!r}")
     rel = cfg.path or folder
     path = rel if os.path.isabs(rel) else os.path.join(data_root(cfg), rel)
     if reader_name != "tiny" and not os.path.exists(path):
@@ -102,9 +104,13 @@ def load_dataset(cfg: DataConfig) -> InteractionData:
         before = data.num_users
         from .interactions import from_user_sequences
 
-        meta = {i + 1: m for i, m in enumerate(data.items)}
+        # item_key records the id in the source; a stale item_id from the file would name the wrong item
+        meta = {i + 1: {k: v for k, v in m.items() if k != "item_id"} for i, m in enumerate(data.items)}
+        items_before, skipped = data.num_items, dict(data.skipped)  # keep the reader's counts
         data = from_user_sequences(data.name, seqs, meta, data.source)
+        data.skipped = {**skipped, **data.skipped}
         data.skipped[f"users_removed_by_{cfg.kcore}_core"] = before - data.num_users
+        data.skipped[f"items_removed_by_{cfg.kcore}_core"] = items_before - data.num_items
     data = drop_short(data, max(cfg.min_interactions, 3))
     return data.validate()
 

@@ -39,6 +39,9 @@ class InteractionData:
     def validate(self) -> "InteractionData":
         """Check the invariants every later stage relies on; raise ValueError naming the first offender."""
         n = self.num_items
+        if not self.sequences:
+            raise ValueError(f"{self.source or self.name}: no users left (skipped: {self.skipped or 'nothing'}); "
+                             f"check the files or lower data.min_interactions / data.kcore")
         if len(self.users) != len(self.sequences):
             raise ValueError(f"{self.source}: {len(self.users)} user ids for {len(self.sequences)} sequences")
         for u, seq in enumerate(self.sequences):
