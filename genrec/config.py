@@ -129,6 +129,7 @@ class TigerConfig:
     relative_attention_num_buckets: int = 32  # T5 defaults
     relative_attention_max_distance: int = 128
     softmax: str = "full"  # full: log_softmax over the whole vocab (paper's CE) | level: over the level's codes
+    encoder_chunk: int = 0  # > 0: encode length-sorted chunks of this many rows, each trimmed (same result, less padding)
 
 
 @dataclass
