@@ -1,0 +1,120 @@
+"""Step functions that drive transformers models with a KV cache under :func:`constrained_beam_search`.
+
+Both keep the model's cache in the row order of the previous step and reorder it with ``parent``
+(``Cache.reorder_cache``). Level 0 runs on the B users only, then repeats the cache W times
+(``batch_repeat_interleave``): the W beams of a user share their prompt. Log-probs are a log-softmax over the
+model's whole vocabulary, sliced to the level's code tokens, which is what ``generate`` scores, so both decoders
+rank identically; pass ``renormalize=True`` to normalise over the level's codes instead.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from transformers.cache_utils import DynamicCache, EncoderDecoderCache
+from transformers.modeling_outputs import BaseModelOutput
+
+from .beam_search import StepFn
+
+
+def _level_logp(logits: torch.Tensor, token_ids: torch.Tensor, renormalize: bool) -> torch.Tensor:
+    logits = logits.float()
+    if renormalize:
+        return torch.log_softmax(logits[:, token_ids], dim=-1)
+    return torch.log_softmax(logits, dim=-1)[:, token_ids]
+
+
+def encoder_decoder_step_fn(
+    model,
+    encoder_hidden: torch.Tensor,
+    encoder_mask: torch.Tensor | None,
+    level_token_ids: Sequence[torch.Tensor],
+    beam_size: int,
+    decoder_start_token_id: int,
+    renormalize: bool = False,
+) -> StepFn:
+    """Step function for a transformers encoder-decoder (T5, BART) whose decoder emits the codes as tokens.
+
+    Args:
+        model: e.g. ``T5ForConditionalGeneration`` in eval mode.
+        encoder_hidden: (B, S, D) encoder outputs, computed once per batch.
+        encoder_mask: (B, S) attention mask of the encoder input, or None.
+        level_token_ids: per level the (K_l,) decoder token ids of the codes.
+        beam_size: W.
+        decoder_start_token_id: the decoder's first input token.
+        renormalize: normalise over the level's codes instead of the whole vocabulary.
+
+    Returns:
+        A ``step_fn`` for ``constrained_beam_search(..., batch_size=B, beam_size=W)``.
+    """
+    b = encoder_hidden.shape[0]
+    token_ids = [torch.as_tensor(t, device=encoder_hidden.device) for t in level_token_ids]
+    enc_b = BaseModelOutput(last_hidden_state=encoder_hidden)
+    enc_bw = BaseModelOutput(last_hidden_state=encoder_hidden.repeat_interleave(beam_size, dim=0))
+    mask_bw = None if encoder_mask is None else encoder_mask.repeat_interleave(beam_size, dim=0)
+    cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
+
+    def step(level: int, prefix: torch.Tensor, parent: torch.Tensor) -> torch.Tensor:
+        if level == 0:  # B rows: every beam of a user starts from the same state
+            tok = torch.full((b, 1), decoder_start_token_id, dtype=torch.long, device=encoder_hidden.device)
+            out = model(encoder_outputs=enc_b, attention_mask=encoder_mask, decoder_input_ids=tok,
+                        past_key_values=cache, use_cache=True)
+            cache.batch_repeat_interleave(beam_size)  # self- and cross-attention keys -> B*W rows
+            return _level_logp(out.logits[:, -1], token_ids[0], renormalize).repeat_interleave(beam_size, dim=0)
+        # parent stays within a user's rows, so the cross-attention cache (identical across a user's beams)
+        # needs no reordering; only the self-attention cache does.
+        cache.self_attention_cache.reorder_cache(parent)
+        tok = token_ids[level - 1][prefix[:, -1]][:, None]
+        out = model(encoder_outputs=enc_bw, attention_mask=mask_bw, decoder_input_ids=tok,
+                    past_key_values=cache, use_cache=True)
+        return _level_logp(out.logits[:, -1], token_ids[level], renormalize)
+
+    return step
+
+
+def causal_lm_step_fn(
+    model,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    level_token_ids: Sequence[torch.Tensor],
+    beam_size: int,
+    renormalize: bool = False,
+) -> StepFn:
+    """Step function for a transformers decoder-only LM (codes as added tokens after a prompt).
+
+    Args:
+        model: e.g. ``LlamaForCausalLM`` in eval mode.
+        input_ids: (B, T) prompts, LEFT-padded so that every prompt ends at the last column.
+        attention_mask: (B, T) 1 for prompt tokens, 0 for padding.
+        level_token_ids: per level the (K_l,) vocabulary ids of the codes.
+        beam_size: W.
+        renormalize: normalise over the level's codes instead of the whole vocabulary.
+
+    Returns:
+        A ``step_fn`` for ``constrained_beam_search(..., batch_size=B, beam_size=W)``. Positions count only
+        real tokens (``cumsum(attention_mask) - 1``), as ``generate`` does for left-padded prompts.
+    """
+    b = input_ids.shape[0]
+    token_ids = [torch.as_tensor(t, device=input_ids.device) for t in level_token_ids]
+    cache = DynamicCache()
+    state = {}
+
+    def step(level: int, prefix: torch.Tensor, parent: torch.Tensor) -> torch.Tensor:
+        if level == 0:
+            pos = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+            out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=pos,
+                        past_key_values=cache, use_cache=True)
+            cache.batch_repeat_interleave(beam_size)
+            state["mask"] = attention_mask.repeat_interleave(beam_size, dim=0)
+            state["pos"] = pos[:, -1:].repeat_interleave(beam_size, dim=0)
+            return _level_logp(out.logits[:, -1], token_ids[0], renormalize).repeat_interleave(beam_size, dim=0)
+        cache.reorder_cache(parent)
+        # mask and positions are equal across a user's beams, so they need no reordering
+        state["mask"] = torch.cat([state["mask"], state["mask"].new_ones(len(parent), 1)], dim=1)
+        state["pos"] = state["pos"] + 1
+        tok = token_ids[level - 1][prefix[:, -1]][:, None]
+        out = model(input_ids=tok, attention_mask=state["mask"], position_ids=state["pos"],
+                    past_key_values=cache, use_cache=True)
+        return _level_logp(out.logits[:, -1], token_ids[level], renormalize)
+
+    return step
