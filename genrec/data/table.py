@@ -187,7 +187,7 @@ def read_table(path: str, name: str = "table") -> InteractionData:
     # without an item file every item simply has no text: nothing to count as missing
     meta = _item_table(items_path) if items_path else {i: {} for i in set(items)}
     data = from_user_sequences(name, user_seqs, meta, inter_path)
-    columns = {k for row in meta.values() for k in row}
+    columns = list(dict.fromkeys(k for row in meta.values() for k in row))  # ordered: same output every run
     for row in data.items:  # every row gets the same keys, None where the item table has no row
         for k in columns:
             row.setdefault(k, None)
