@@ -160,7 +160,8 @@ def read_amazon_raw(path: str, name: str = "amazon_raw", kcore: int = 5) -> Inte
     The iterative ``kcore`` filter then removes users and items with fewer than ``kcore`` reviews (counted too).
     Users are numbered in sorted ``reviewerID`` order and items 1..N by first appearance in that user order.
     Item rows hold ``asin`` and the metadata fields ``title, brand, categories, description, price, salesRank,
-    imUrl`` (``None`` where absent); items with no metadata line are counted in ``skipped["items_without_metadata"]``.
+    imUrl`` (``None`` where absent); items with no metadata line are counted in ``skipped["items_without_metadata"]``
+    and repeated metadata rows (the first is kept) in ``skipped["duplicate_metadata_rows"]``.
 
     Args:
         path: a folder holding ``reviews_<Cat>_5.json.gz`` (or ``reviews_<Cat>.json[.gz]``) and
@@ -226,7 +227,9 @@ def read_amazon_raw(path: str, name: str = "amazon_raw", kcore: int = 5) -> Inte
             asin = rec.get("asin")
             if asin is None:
                 raise ValueError(f"{meta_path}:{lineno}: a metadata record needs an 'asin'")
-            if asin in wanted and asin not in meta:
+            if asin in meta:
+                skipped["duplicate_metadata_rows"] = skipped.get("duplicate_metadata_rows", 0) + 1  # first kept
+            elif asin in wanted:
                 meta[asin] = {k: rec.get(k) for k in RAW_ITEM_FIELDS}
     data = from_user_sequences(name, seqs, meta, source=reviews_path)
     for asin, row in zip((r["item_key"] for r in data.items), data.items):

@@ -58,6 +58,7 @@ def test_two_core_by_hand(tmp_path):
         "users_removed_by_2_core": 2,
         "items_removed_by_2_core": 3,  # C, D, E
         "interactions_removed_by_2_core": 4,
+        "duplicate_metadata_rows": 1,  # the second row for A
         "items_without_metadata": 1,  # F
     }
 
@@ -76,7 +77,8 @@ def test_no_kcore_keeps_everyone_in_sorted_user_order(tmp_path):
     keys = [r["asin"] for r in data.items]
     seqs = [[keys[i - 1] for i in s] for s in data.sequences]
     assert seqs == [["E"], ["C", "A", "B", "F"], ["B", "A", "F"], ["C", "D"]]
-    assert data.skipped == {"duplicate_user_item_pairs": 1, "items_without_metadata": 3}  # F, D, E
+    assert data.skipped == {"duplicate_user_item_pairs": 1, "duplicate_metadata_rows": 1,
+                            "items_without_metadata": 3}  # F, D, E
 
 
 def test_through_load_dataset(tmp_path):
