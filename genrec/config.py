@@ -112,7 +112,8 @@ class DecoderConfig:
     positions: str = "rope"  # rope | learned
     dropout: float = 0.1
     num_user_tokens: int = 2000  # hashed user tokens; 0 disables
-    window: int = 0  # attention=flex: sliding window size, 0 = full causal
+    window: int = 0  # sliding attention window in tokens, 0 = full causal (eager, sdpa, flash, flex, hstu)
+    loss_on: str = "target"  # target: the target item's L codes (TIGER) | all: every item's codes (causal LM)
 
 
 @dataclass
@@ -157,7 +158,7 @@ class LLMConfig:
 @dataclass
 class ModelConfig:
     kind: str = "sasrec"  # key of genrec.models.MODELS
-    attention: str = "sdpa"  # key of genrec.attention.ATTENTION (decoder models)
+    attention: str = "sdpa"  # key of genrec.attention.ATTENTION (model.kind=decoder): eager sdpa flash flex linear hstu
     sasrec: SASRecConfig = field(default_factory=SASRecConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
     tiger: TigerConfig = field(default_factory=TigerConfig)

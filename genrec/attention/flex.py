@@ -88,6 +88,11 @@ def flex_attention(
     if mod is not None:
         block_mask = create_block_mask(mod, b if per_row else None, None, tq, tk, device=q.device)
     scale = 1.0 / math.sqrt(dh) if scale is None else scale
+    if q.device.type == "cpu" and torch.is_grad_enabled() and any(x.requires_grad for x in (q, k, v)):
+        raise ValueError(
+            f"model.attention='flex' cannot train on CPU: FlexAttention has no CPU backward in torch "
+            f"{torch.__version__}. Train with sdpa or eager (same mathematics) and decode with flex, or use a GPU."
+        )
     eager_fn, compiled_fn = _flex()
     if q.is_cuda:
         return compiled_fn(q, k, v, block_mask=block_mask, scale=scale)

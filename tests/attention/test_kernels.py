@@ -140,6 +140,12 @@ def test_hstu_matches_loop_reference(opts):
     torch.testing.assert_close(hstu_attention(q, k, v, **opts), hstu_attention_reference(q, k, v, **opts))
 
 
+def test_flex_refuses_backward_on_cpu():
+    q, k, v = (x.requires_grad_() for x in qkv())
+    with pytest.raises(ValueError, match="model.attention='flex' cannot train on CPU"):
+        flex_attention(q, k, v)
+
+
 def test_flash_missing_package_raises_install_hint(monkeypatch):
     monkeypatch.setitem(sys.modules, "flash_attn", None)  # makes `import flash_attn` fail
     q, k, v = qkv()

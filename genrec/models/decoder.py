@@ -1,0 +1,346 @@
+"""Decoder-only generative recommender over semantic-ID tokens, with swappable attention kernels and a KV cache.
+
+TIGER (Rajput et al., NeurIPS 2023) generates the next item's semantic ID with an encoder-decoder; here one causal
+transformer reads the user's history as a flat token stream and continues it with the next item's L codes, as a
+language model continues text (the decoder-only setting of HSTU, Zhai et al. 2024, and of LLM-based
+recommenders). Blocks are modern pre-norm blocks (RMSNorm, RoPE (Su et al., 2021) or learned positions,
+SwiGLU (Shazeer, 2020) or GELU MLP); the attention kernel is ``get_attention(cfg.model.attention)``, so eager,
+sdpa, flash, flex, linear and hstu share every weight and line of this file.
+
+Vocabulary (the output head is tied to the embedding):
+
+    0 pad | 1 bos | 2 .. 2+U-1 hashed user tokens | one block of K_l codes per level l at offset_l = 2 + U + sum(K_<l)
+
+Sequence: ``[pad..., bos, user, codes of history item 1, ..., codes of the last history item, target codes]``.
+Padding goes to the FRONT (right alignment), so the target's L codes are the last L columns of every row and
+generated codes are appended at the same column for all rows. Positions count real tokens only
+(``cumsum(not pad) - 1``), so a token's position does not depend on how much padding its row has, and cached
+decoding continues each row at its own next position. Padding keys are masked (``key_padding_mask``).
+
+Level l of an item is scored only over that level's K_l codes (``log_softmax`` over the level's block), in
+training and in decoding alike. ``model.decoder.loss_on``: "target" trains on the target item's L codes (TIGER's
+next-item examples, one per history prefix); "all" trains on the codes of every item of the sequence, each given
+the items before it (causal language-model training, one example per user), which gives more signal per step.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..attention import get_attention
+from ..config import lookup
+from .base import ModelContext, Output
+
+PAD, BOS, NUM_SPECIAL = 0, 1, 2
+_HASH_MULT = 2654435761  # Knuth's multiplicative hash, as in TIGER (tiger.hash_user): a user keeps one token
+
+
+def hash_user(user: torch.Tensor, num_user_tokens: int) -> torch.Tensor:
+    """Bucket of each user id in ``[0, num_user_tokens)`` (the hashing trick of TIGER's user tokens)."""
+    return ((user.long() * _HASH_MULT) % (1 << 32)) % num_user_tokens
+
+
+# ------------------------------------------------------------------------------------------------- blocks
+def rope_cos_sin(positions: torch.Tensor, dim: int, base: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin of rotary angles for integer positions (B, T): each (B, 1, T, dim), broadcast over heads."""
+    inv = 1.0 / (base ** (torch.arange(0, dim, 2, device=positions.device, dtype=torch.float32) / dim))
+    ang = positions.float()[..., None] * inv  # (B, T, dim/2)
+    ang = torch.cat([ang, ang], dim=-1)[:, None]  # (B, 1, T, dim)
+    return ang.cos(), ang.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate (B, H, T, Dh) by the angles (the half-split convention of GPT-NeoX / Llama)."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return (x * cos + torch.cat([-x2, x1], dim=-1) * sin).to(x.dtype)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention: owns the projections, RoPE and the KV cache; the kernel is a pure function."""
+
+    def __init__(self, dim: int, heads: int, kernel: str, rope: bool, window: int, dropout: float):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"model.decoder.dim={dim} must be divisible by model.decoder.heads={heads}")
+        self.heads, self.head_dim, self.rope, self.window = heads, dim // heads, rope, window
+        if rope and self.head_dim % 2:
+            raise ValueError(f"RoPE needs an even head size, got dim/heads = {self.head_dim}")
+        self.kernel = get_attention(kernel)
+        self.qkv = nn.Linear(dim, 3 * dim, bias=False)
+        self.proj = nn.Linear(dim, dim, bias=False)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x, rope, key_padding_mask, cache: dict | None = None):
+        """x (B, Tq, D); ``cache`` holds this layer's past ``k``, ``v`` (B, H, Tpast, Dh) and is extended in place.
+
+        With a cache the Tq new queries are the last Tq of the keys: every kernel aligns its causal mask to the
+        bottom right (``genrec.attention.masks``), so a one-token decoding step sees the whole cache.
+        ``key_padding_mask`` (B, Tpast + Tq) covers all keys.
+        """
+        b, t, d = x.shape
+        q, k, v = self.qkv(x).view(b, t, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # 3 x (B, H, T, Dh)
+        if self.rope:
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        if cache is not None:
+            if "k" in cache:
+                k, v = torch.cat([cache["k"], k], dim=2), torch.cat([cache["v"], v], dim=2)
+            cache["k"], cache["v"] = k, v
+        out = self.kernel(q, k, v, causal=True, window=self.window, key_padding_mask=key_padding_mask)
+        return self.drop(self.proj(out.transpose(1, 2).reshape(b, t, d)))
+
+
+class MLP(nn.Module):
+    def __init__(self, dim: int, kind: str, ratio: float, dropout: float):
+        super().__init__()
+        self.kind = kind
+        if kind == "swiglu":  # 2/3 of the hidden size keeps the parameter count of a GELU MLP (Llama)
+            hidden = int(ratio * dim * 2 / 3)
+            self.up = nn.Linear(dim, 2 * hidden, bias=False)
+        elif kind == "gelu":
+            hidden = int(ratio * dim)
+            self.up = nn.Linear(dim, hidden, bias=False)
+        else:
+            raise ValueError(f"model.decoder.mlp={kind!r} is not one of ['gelu', 'swiglu']")
+        self.down = nn.Linear(hidden, dim, bias=False)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x):
+        h = self.up(x)
+        if self.kind == "swiglu":
+            gate, h = h.chunk(2, dim=-1)
+            h = F.silu(gate) * h
+        else:
+            h = F.gelu(h)
+        return self.drop(self.down(h))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: x + attn(norm(x)), then x + mlp(norm(x))."""
+
+    def __init__(self, dcfg, kernel: str):
+        super().__init__()
+        self.norm1, self.norm2 = nn.RMSNorm(dcfg.dim), nn.RMSNorm(dcfg.dim)
+        self.attn = Attention(dcfg.dim, dcfg.heads, kernel, dcfg.positions == "rope", dcfg.window, dcfg.dropout)
+        self.mlp = MLP(dcfg.dim, dcfg.mlp, dcfg.mlp_ratio, dcfg.dropout)
+
+    def forward(self, x, rope, key_padding_mask, cache=None):
+        x = x + self.attn(self.norm1(x), rope, key_padding_mask, cache)
+        return x + self.mlp(self.norm2(x))
+
+
+# ------------------------------------------------------------------------------------------------- model
+class UserSequenceDataset(torch.utils.data.Dataset):
+    """``loss_on="all"``: one example per user, its last ``max_history + 1`` training items as history + target."""
+
+    def __init__(self, split):
+        from ..data import left_pad
+
+        self.split, self.left_pad = split, left_pad
+        self.users = np.array([u for u in range(split.data.num_users) if len(split.train_sequence(u)) >= 2])
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    def __getitem__(self, i: int) -> dict:
+        u = int(self.users[i])
+        seq = self.split.train_sequence(u)[-(self.split.max_history + 1):]
+        history = torch.from_numpy(self.left_pad(seq[:-1], self.split.max_history))
+        return {"user": u, "history": history, "target": int(seq[-1])}
+
+
+LOSS_ON = {"target": "target", "all": "all"}
+
+
+class DecoderRecommender(nn.Module):
+    """Causal transformer over semantic-ID tokens (``example_mode = "next_item"``).
+
+    Args:
+        dcfg: ``DecoderConfig``.
+        attention: key of ``genrec.attention.ATTENTION``.
+        sid_codes: (N + 1, L) long codes, row i = item i (row 0 = padding).
+        codebook_sizes: K_l per level.
+        max_history: history items per example (sets the learned-position table size).
+        beam_size: beams for ``recommend`` (at least k are used).
+    """
+
+    example_mode = "next_item"
+
+    def __init__(self, dcfg, attention: str, sid_codes: torch.Tensor, codebook_sizes: list[int], max_history: int,
+                 beam_size: int = 20):
+        super().__init__()
+        if sid_codes is None or not codebook_sizes:
+            raise ValueError("model.kind='decoder' needs semantic IDs (ctx.sid_codes); build them with `genrec sids build`")
+        if sid_codes.shape[1] != len(codebook_sizes):
+            raise ValueError(f"sid_codes has {sid_codes.shape[1]} levels but codebook_sizes has {len(codebook_sizes)}")
+        lookup(LOSS_ON, dcfg.loss_on, field="model.decoder.loss_on")
+        lookup({"rope": 1, "learned": 1}, dcfg.positions, field="model.decoder.positions")
+        self.dcfg, self.loss_on = dcfg, dcfg.loss_on
+        self.num_levels, self.codebook_sizes = len(codebook_sizes), [int(k) for k in codebook_sizes]
+        self.num_user_tokens, self.beam_size = int(dcfg.num_user_tokens), int(beam_size)
+        base = NUM_SPECIAL + self.num_user_tokens
+        offsets = [base + sum(self.codebook_sizes[:l]) for l in range(self.num_levels)]
+        self.offsets_list = offsets
+        self.register_buffer("sid_codes", sid_codes.long().clone(), persistent=False)
+        self.register_buffer("offsets", torch.tensor(offsets, dtype=torch.long), persistent=False)
+        self.vocab_size = base + sum(self.codebook_sizes)
+        self.max_positions = 2 + (max_history + 1) * self.num_levels
+
+        self.embed = nn.Embedding(self.vocab_size, dcfg.dim)
+        self.pos = nn.Embedding(self.max_positions, dcfg.dim) if dcfg.positions == "learned" else None
+        self.drop = nn.Dropout(dcfg.dropout)
+        self.blocks = nn.ModuleList(Block(dcfg, attention) for _ in range(dcfg.layers))
+        self.norm = nn.RMSNorm(dcfg.dim)
+        self.apply(self._init)
+        for name, p in self.named_parameters():  # GPT-2's scaled init of the residual projections
+            if name.endswith(("attn.proj.weight", "mlp.down.weight")):
+                nn.init.normal_(p, std=0.02 / math.sqrt(2 * dcfg.layers))
+        self._trie = None
+
+    @staticmethod
+    def _init(m):
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, std=0.02)
+
+    @classmethod
+    def from_config(cls, cfg, ctx: ModelContext) -> "DecoderRecommender":
+        return cls(cfg.model.decoder, cfg.model.attention, ctx.sid_codes, ctx.codebook_sizes,
+                   max_history=cfg.data.max_history, beam_size=cfg.eval.beam_size)
+
+    def train_dataset(self, split, ctx=None):
+        from ..data import NextItemDataset
+
+        return UserSequenceDataset(split) if self.loss_on == "all" else NextItemDataset(split)
+
+    # ------------------------------------------------------------------------------------------ inputs
+    def tokens(self, batch: dict[str, torch.Tensor], with_target: bool) -> torch.Tensor:
+        """Right-aligned tokens ``[pad..., bos, user, history codes..., (target codes)]``: (B, S), trimmed."""
+        items = batch["history"]  # (B, T) left-padded
+        if with_target:
+            items = torch.cat([items, batch["target"][:, None]], dim=1)
+        b, t = items.shape
+        seq = (self.sid_codes[items] + self.offsets).masked_fill((items == 0)[..., None], PAD).view(b, t * self.num_levels)
+        head = [torch.full((b, 1), BOS, dtype=torch.long, device=seq.device)]
+        if self.num_user_tokens > 0:
+            head.append((NUM_SPECIAL + hash_user(batch["user"], self.num_user_tokens))[:, None])
+        seq = torch.cat(head + [seq], dim=1)
+        order = torch.argsort((seq != PAD).to(torch.int8), dim=1, stable=True)  # pads first, order kept
+        seq = seq.gather(1, order)
+        n = int((seq != PAD).sum(1).max())
+        return seq[:, -n:]
+
+    def _run(self, tokens, positions, key_padding_mask, caches=None):
+        x = self.embed(tokens)
+        if self.pos is not None:
+            x = x + self.pos(positions.clamp(max=self.max_positions - 1))
+        rope = rope_cos_sin(positions, self.dcfg.dim // self.dcfg.heads) if self.dcfg.positions == "rope" else None
+        x = self.drop(x)
+        for i, block in enumerate(self.blocks):
+            x = block(x, rope, key_padding_mask, None if caches is None else caches[i])
+        return self.norm(x)
+
+    def hidden(self, seq: torch.Tensor, caches=None) -> torch.Tensor:
+        """Final hidden states (B, S, D) of right-aligned tokens (B, S)."""
+        pad = seq == PAD
+        positions = ((~pad).long().cumsum(1) - 1).clamp(min=0)
+        return self._run(seq, positions, pad if pad.any() else None, caches)
+
+    def level_log_probs(self, h: torch.Tensor, level: int) -> torch.Tensor:
+        """(..., D) hidden states -> (..., K_level) log-probs over that level's codes (tied output embedding)."""
+        lo = self.offsets_list[level]
+        w = self.embed.weight[lo : lo + self.codebook_sizes[level]]
+        return F.log_softmax((h @ w.t()).float(), dim=-1)
+
+    # ------------------------------------------------------------------------------------------ training
+    def forward(self, batch: dict[str, torch.Tensor]) -> Output:
+        """Teacher-forced cross-entropy on item codes.
+
+        Args:
+            batch: ``user`` (B,), ``history`` (B, T) left-padded item ids, ``target`` (B,) item ids.
+
+        Returns:
+            Output(loss: mean cross-entropy over the scored codes (the target's L codes, or with
+            ``loss_on="all"`` every item's codes), logits: (B, L, max K) log-probs of the target's levels,
+            -inf beyond K_l).
+        """
+        seq = self.tokens(batch, with_target=True)  # (B, S)
+        h = self.hidden(seq)  # (B, S, D)
+        s, L = seq.shape[1], self.num_levels
+        items = s if self.loss_on == "all" else 1  # item slots scored, counted from the end
+        total, count = 0.0, 0
+        logits = h.new_full((seq.shape[0], L, max(self.codebook_sizes)), -math.inf, dtype=torch.float)
+        for l in range(L):
+            cols = torch.arange(s - L + l, -1, -L, device=seq.device)[:items]  # columns of level-l codes
+            cols = cols[cols >= 1]
+            logp = self.level_log_probs(h[:, cols - 1], l)  # (B, n, K_l): the token before predicts the code
+            tgt = seq[:, cols] - self.offsets_list[l]
+            valid = (seq[:, cols] >= self.offsets_list[0]) & (tgt >= 0) & (tgt < self.codebook_sizes[l])
+            nll = -logp.gather(-1, tgt.clamp(min=0)[..., None]).squeeze(-1)
+            total = total + (nll * valid).sum()
+            count += int(valid.sum())
+            logits[:, l, : self.codebook_sizes[l]] = logp[:, 0]
+        return Output(loss=total / max(count, 1), logits=logits)
+
+    def target_log_probs(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B, L) log-probs of the target's codes from one full forward pass (the oracle of cached decoding)."""
+        logits = self.forward(batch).logits
+        codes = self.sid_codes[batch["target"]]
+        return logits.gather(-1, codes[..., None]).squeeze(-1)
+
+    # ---------------------------------------------------------------------------------------- generation
+    def make_step_fn(self, batch: dict[str, torch.Tensor]):
+        """A ``step_fn(level, prefix, parent) -> (R, K_level)`` for ``constrained_beam_search`` on this batch.
+
+        The history runs once, through the cache, with B rows. Decoding rows are (batch, beam) batch-major, so
+        at level 1 the cache of user r // W is gathered for row r (``parent // W``); later levels gather by
+        ``parent``. Each step feeds the code chosen at the previous level as one new token at the row's next
+        position; its query sees the whole cache (bottom-right causal alignment).
+        """
+        seq = self.tokens(batch, with_target=False)
+        b = seq.shape[0]
+        pad = seq == PAD
+        caches = [{} for _ in self.blocks]
+        h = self.hidden(seq, caches)[:, -1]  # (B, D)
+        first = self.level_log_probs(h, 0)  # (B, K_0)
+        state = {"caches": caches, "pad": pad, "pos": (~pad).sum(1) - 1, "rows": b}
+
+        def step_fn(level: int, prefix: torch.Tensor, parent: torch.Tensor) -> torch.Tensor:
+            r = parent.shape[0]
+            w = r // b
+            if level == 0:
+                return first.repeat_interleave(w, dim=0)
+            idx = parent // w if state["rows"] == b else parent  # level 1: from users' rows to beams' rows
+            for c in state["caches"]:
+                c["k"], c["v"] = c["k"].index_select(0, idx), c["v"].index_select(0, idx)
+            state["pad"], state["pos"], state["rows"] = state["pad"][idx], state["pos"][idx] + 1, r
+            tok = prefix[:, -1:] + self.offsets_list[level - 1]  # (R, 1)
+            state["pad"] = torch.cat([state["pad"], torch.zeros_like(tok, dtype=torch.bool)], dim=1)
+            kpm = state["pad"] if state["pad"].any() else None
+            hid = self._run(tok, state["pos"][:, None], kpm, state["caches"])[:, -1]
+            return self.level_log_probs(hid, level)
+
+        return step_fn
+
+    def trie(self):
+        if self._trie is None or self._trie.device != self.sid_codes.device:
+            from ..generation import SidTrie
+
+            self._trie = SidTrie.from_codes(self.sid_codes[1:], self.codebook_sizes).to(self.sid_codes.device)
+        return self._trie
+
+    @torch.no_grad()
+    def recommend(self, batch: dict[str, torch.Tensor], k: int, beam_size: int | None = None):
+        """Top-k distinct items by trie-constrained beam search with ``max(beam_size, k)`` beams.
+
+        Returns:
+            items (B, k) long (0 where fewer valid items exist), scores (B, k) summed log-probs, best first.
+        """
+        from ..generation import constrained_beam_search
+
+        w = max(beam_size or self.beam_size, k)
+        out = constrained_beam_search(self.make_step_fn(batch), self.trie(), batch_size=batch["history"].shape[0],
+                                      beam_size=w, device=self.sid_codes.device, num_return=k)
+        return out.items, out.scores

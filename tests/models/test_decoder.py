@@ -1,0 +1,142 @@
+"""DecoderRecommender: loss, right alignment, cached decoding == full forward, constrained recommend."""
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from genrec.config import DecoderConfig
+from genrec.models.decoder import PAD, DecoderRecommender
+
+K = [4, 3, 2]  # codebook sizes of a tiny catalog: 4 * 3 * 2 = 24 possible paths
+
+
+def tiny_codes(n=15, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    paths = list(itertools.product(*(range(k) for k in K)))
+    pick = torch.randperm(len(paths), generator=g)[:n]
+    codes = torch.tensor([paths[i] for i in pick])
+    return torch.cat([torch.zeros(1, len(K), dtype=torch.long), codes])  # (N + 1, L), row 0 = padding
+
+
+def make_model(attention="sdpa", n=15, **kw):
+    torch.manual_seed(0)
+    opts = dict(dim=16, layers=2, heads=2, dropout=0.0, num_user_tokens=5, mlp_ratio=2.0)
+    opts.update(kw)
+    return DecoderRecommender(DecoderConfig(**opts), attention, tiny_codes(n), K, max_history=4, beam_size=6).eval()
+
+
+def make_batch():
+    history = torch.tensor([[0, 0, 3, 7], [1, 2, 3, 4], [0, 0, 0, 9]])  # left-padded, different lengths
+    return {"user": torch.tensor([11, 4, 7]), "history": history, "target": torch.tensor([5, 6, 15])}
+
+
+def test_tokens_are_right_aligned_and_trimmed():
+    m = make_model()
+    seq = m.tokens(make_batch(), with_target=True)
+    assert seq.shape == (3, 2 + 5 * 3)  # the longest row: bos, user, 4 history items + target, 3 codes each
+    assert torch.equal(seq[:, -3:], m.sid_codes[make_batch()["target"]] + m.offsets)
+    assert (seq[2, :9] == PAD).all() and (seq[2, 9:] != PAD).all()  # bos, user, 2 items: 9 pads in front
+
+
+def test_forward_loss_and_backward():
+    m = make_model().train()
+    out = m(make_batch())
+    assert out.logits.shape == (3, 3, max(K)) and torch.isfinite(out.loss)
+    assert out.loss.item() == pytest.approx(sum(torch.log(torch.tensor(float(k))) for k in K).item() / 3, rel=0.2)
+    out.loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in m.parameters() if p.grad is not None)
+
+
+def test_loss_on_all_scores_every_item():
+    batch = make_batch()
+    target_only = make_model()(batch).loss
+    everything = make_model(loss_on="all")(batch).loss
+    assert torch.isfinite(everything) and not torch.isclose(target_only, everything)
+
+
+@pytest.mark.parametrize(
+    "attention,kw",
+    [("sdpa", {}), ("eager", dict(positions="learned", mlp="gelu")), pytest.param("flex", dict(window=5), marks=pytest.mark.slow),
+     ("linear", {}), ("hstu", {}), ("sdpa", dict(num_user_tokens=0))],
+    ids=["sdpa", "eager-learned-gelu", "flex-window", "linear", "hstu", "no-user-token"],
+)
+def test_cached_decoding_equals_full_forward(attention, kw):
+    """Teacher-forced log-probs of every item via the KV-cached step_fn equal those of one full forward pass."""
+    from genrec.generation import exhaustive_scores
+
+    m = make_model(attention, **kw)
+    batch = make_batch()
+    with torch.no_grad():
+        cached = exhaustive_scores(m.make_step_fn(batch), m.sid_codes[1:], batch_size=3)  # (B, N)
+        for item in (1, 8, 15):
+            full = m.target_log_probs({**batch, "target": torch.full((3,), item)}).sum(-1)
+            torch.testing.assert_close(cached[:, item - 1], full, rtol=1e-4, atol=1e-4)
+
+
+def test_padding_does_not_change_a_users_scores():
+    """Positions count real tokens only: extra left padding leaves the result unchanged."""
+    m = make_model()
+    short = {"user": torch.tensor([7]), "history": torch.tensor([[9]]), "target": torch.tensor([3])}
+    padded = {"user": torch.tensor([7]), "history": torch.tensor([[0, 0, 0, 9]]), "target": torch.tensor([3])}
+    together = {"user": torch.tensor([7, 4]), "history": torch.tensor([[0, 0, 0, 9], [1, 2, 3, 4]]),
+                "target": torch.tensor([3, 3])}
+    a, b = m.target_log_probs(short), m.target_log_probs(padded)
+    c = m.target_log_probs(together)[:1]
+    torch.testing.assert_close(a, b)
+    torch.testing.assert_close(a, c, rtol=1e-5, atol=1e-5)
+
+
+def test_recommend_returns_valid_distinct_items_ranked_like_exhaustive_search():
+    from genrec.generation import exhaustive_scores
+
+    m = make_model()
+    batch = make_batch()
+    items, scores = m.recommend(batch, k=5, beam_size=15)  # 15 beams >= N items: the search is exact
+    assert items.shape == (3, 5) and scores.shape == (3, 5)
+    assert ((items >= 1) & (items <= 15)).all()
+    assert all(len(set(row.tolist())) == 5 for row in items)
+    assert (scores[:, :-1] >= scores[:, 1:]).all()
+    with torch.no_grad():
+        ref = exhaustive_scores(m.make_step_fn(batch), m.sid_codes[1:], batch_size=3)
+    top = ref.topk(5, dim=1)
+    torch.testing.assert_close(scores, top.values, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(scores, ref.gather(1, items - 1), rtol=1e-4, atol=1e-4)
+
+
+def test_recommend_with_few_beams_gives_valid_items():
+    m = make_model()
+    items, scores = m.recommend(make_batch(), k=3)
+    assert ((items >= 1) & (items <= 15)).all() and torch.isfinite(scores).all()
+
+
+@torch.no_grad()
+def test_softmax_kernels_agree_on_the_same_weights():
+    batch = make_batch()
+    ref = make_model("eager").target_log_probs(batch)
+    for name in ("sdpa", "flex"):
+        m = make_model("eager")
+        from genrec.attention import get_attention
+
+        for blk in m.blocks:
+            blk.attn.kernel = get_attention(name)
+        torch.testing.assert_close(m.target_log_probs(batch), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_from_config_and_bad_values():
+    from genrec.config import load_config
+    from genrec.models import ModelContext, build_model
+
+    cfg = load_config([], ["model.kind=decoder", "model.attention=eager", "model.decoder.dim=16",
+                           "model.decoder.heads=2", "model.decoder.layers=1"])
+    ctx = ModelContext(num_items=15, num_users=20, sid_codes=tiny_codes(), codebook_sizes=K)
+    assert isinstance(build_model(cfg, ctx), DecoderRecommender)
+    with pytest.raises(ValueError, match="model.attention='flesh'"):
+        make_model("flesh")
+    with pytest.raises(ValueError, match="model.decoder.loss_on='every'"):
+        make_model(loss_on="every")
+    with pytest.raises(ValueError, match="model.decoder.dim=16 must be divisible by model.decoder.heads=3"):
+        make_model(heads=3)
+    with pytest.raises(ValueError, match="sids build"):
+        DecoderRecommender(DecoderConfig(), "sdpa", None, [], max_history=4)
