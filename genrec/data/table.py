@@ -82,7 +82,8 @@ def _resolve(path: str) -> tuple[str, str | None]:
     if not os.path.isdir(path):
         raise FileNotFoundError(f"interaction table not found: {path!r} (a .csv/.tsv/.parquet file or a folder "
                                 f"holding interactions.csv / interactions.parquet)")
-    found = [os.path.join(path, "interactions" + e) for e in TABLE_EXTS if os.path.isfile(os.path.join(path, "interactions" + e))]
+    found = [os.path.join(path, "interactions" + e) for e in TABLE_EXTS]
+    found = [f for f in found if os.path.isfile(f)]
     if not found:
         raise FileNotFoundError(f"no interactions file in {path!r}: expected one of "
                                 f"{['interactions' + e for e in TABLE_EXTS]}")

@@ -81,11 +81,11 @@ def test_sequence_dataset_shapes_and_label_alignment(split):
     assert batch["input"].shape == batch["labels"].shape == (2, 3)
     # labels are the inputs shifted by one: label[t] is the item after input[t]
     for u, row in zip((0, 2), batch["labels"]):
-        train = split.train_sequence(u)
-        assert row[-1].item() == train[-1]
+        assert row[-1].item() == split.train_sequence(u)[-1]  # the last label is the last training item
     mask = batch["input"] != 0
     assert torch.equal(mask, batch["labels"] != 0)
-    assert torch.equal(batch["input"][:, 1:][mask[:, 1:] & mask[:, :-1]], batch["labels"][:, :-1][mask[:, 1:] & mask[:, :-1]])
+    both = mask[:, 1:] & mask[:, :-1]
+    assert torch.equal(batch["input"][:, 1:][both], batch["labels"][:, :-1][both])
 
 
 def test_split_rejects_users_with_fewer_than_three_items():

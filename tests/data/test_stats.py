@@ -11,7 +11,8 @@ def test_format_stats_aligned_table():
     text = format_stats(stats)
     lines = text.splitlines()
     assert lines[0].split() == ["dataset", "tiny"] and lines[1].split() == ["users", "600"]
-    assert re.search(r"^interactions +\d", text, re.M) and re.search(r"^sequence length +mean [\d.]+, .*min 5", text, re.M)
+    assert re.search(r"^interactions +\d", text, re.M)
+    assert re.search(r"^sequence length +mean [\d.]+, .*min 5", text, re.M)
     start = len("items with interactions") + 2  # the longest label, then two spaces
     assert all(line[start - 2:start] == "  " and line[start] != " " for line in lines)  # one value column
     assert lines[-2].endswith("empty sequences: 1") and lines[-1].endswith("users shorter than 3: 2")
