@@ -214,7 +214,7 @@ def train(cfg: ExperimentConfig) -> dict:
     model.train()
     while not state["done"] and state["epoch"] < tc.epochs:
         epoch = state["epoch"]
-        sampler.set_epoch(epoch)
+        train_loader.set_epoch(epoch)  # accelerate's loader passes it on to the EpochShuffle sampler
         loader = train_loader
         skip = state["batch_in_epoch"]
         batches = accelerator.skip_first_batches(loader, skip) if skip else loader
