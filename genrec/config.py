@@ -148,11 +148,15 @@ class LoRAConfig:
 @dataclass
 class LLMConfig:
     base: str = "smollm2"  # local folder, hub name, or "smollm2" (the offline default package)
+    dtype: str = "float32"  # weights as loaded: float32 | bfloat16 | float16 (train.precision sets autocast)
     lora: LoRAConfig = field(default_factory=LoRAConfig)
-    tasks: dict[str, float] = field(default_factory=lambda: {"seqrec": 1.0})  # task -> mixing weight
-    with_titles: bool = False
+    # task -> passes over its pool per epoch: seqrec | seqrec_with_titles (training examples), title2id | id2title (items)
+    tasks: dict[str, float] = field(default_factory=lambda: {"seqrec": 1.0})
+    with_titles: bool = False  # recommend() prompts with seqrec_with_titles instead of seqrec
     gradient_checkpointing: bool = False
-    max_length: int = 512
+    max_length: int = 512  # tokens per example; longer prompts lose their oldest history first
+    max_title_words: int = 20  # titles in prompts and responses are cut to this many words
+    token_init_noise: float = 0.01  # new token rows = mean row + noise * std * N(0, 1)
 
 
 @dataclass

@@ -1,0 +1,1 @@
+"""LLM recommender pieces: pretrained-weight resolution, semantic-ID tokens, tasks and prompts."""

@@ -1,0 +1,46 @@
+"""Prompt templates as data. Each task renders ``(prompt, response)`` text; the loss falls on the response only.
+
+Templates follow LC-Rec (Zheng et al., ICDE 2024, "Adapting Large Language Models by Integrating Collaborative
+Semantics for Recommendation"): sequential recommendation from a history of semantic IDs, optionally with titles,
+plus explicit alignment tasks between an item's ID and its text (title -> ID, ID -> title). They are plain
+instructions rather than a chat template so that any causal LM, base or instruct, reads them the same way.
+
+Fields: ``{history}`` (items joined by ``item_sep``, each item rendered by ``history_item``), ``{sid}`` (the
+item's semantic-ID tokens), ``{title}``. The prompt and the response are tokenised separately and concatenated, so
+the tokens the model conditions on at inference are exactly those it was trained on.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Template:
+    prompt: str
+    response: str
+    history_item: str = "{sid}"  # how one history item is written inside {history}
+    item_sep: str = ","
+
+
+PROMPTS: dict[str, Template] = {
+    "seqrec": Template(
+        prompt="A user bought these items, oldest first: {history}. Predict the next item the user will buy.\nAnswer:",
+        response="{sid}",
+    ),
+    "seqrec_with_titles": Template(
+        prompt="A user bought these items, oldest first:\n{history}\nPredict the next item the user will buy.\nAnswer:",
+        response="{sid}",
+        history_item="{sid} {title}",
+        item_sep="\n",
+    ),
+    "title2id": Template(
+        prompt='Which item has the title "{title}"?\nAnswer:',
+        response="{sid}",
+    ),
+    "id2title": Template(
+        prompt="What is the title of item {sid}?\nAnswer:",
+        response=" {title}",
+    ),
+}
+
+__all__ = ["PROMPTS", "Template"]

