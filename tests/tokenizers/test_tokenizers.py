@@ -1,0 +1,133 @@
+"""Properties every tokenizer must have, on synthetic clustered embeddings."""
+import pytest
+import torch
+
+from genrec.config import TokenizerConfig
+from genrec.tokenizers import TOKENIZERS, build_tokenizer, load_tokenizer
+
+
+L, K = 3, 8
+TINY_RQVAE = dict(epochs=25, batch_size=64, hidden_dims=[64, 32], latent_dim=16, kmeans_iters=10, lr=3e-3)
+
+
+def make(kind):
+    kw = TINY_RQVAE if kind == "rqvae" else {}
+    return TOKENIZERS[kind](num_levels=L, codebook_size=K, seed=0, **kw)
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    g = torch.Generator().manual_seed(0)
+    centres = torch.randn(8, 32, generator=g) * 5
+    labels = torch.arange(240) % 8
+    x = centres[labels] + 0.1 * torch.randn(240, 32, generator=g)
+    torch.set_num_threads(1)
+    return x, labels, {kind: make(kind).fit(x) for kind in TOKENIZERS}
+
+
+@pytest.mark.parametrize("kind", TOKENIZERS)
+def test_tokenizer_codes_shape_and_range(fitted, kind):
+    x, _, toks = fitted
+    codes = toks[kind].encode(x)
+    assert codes.shape == (len(x), L) and codes.dtype == torch.long
+    assert int(codes.min()) >= 0 and int(codes.max()) < K
+
+
+@pytest.mark.parametrize("kind", ["rqvae", "rkmeans", "pq"])
+def test_tokenizer_level1_separates_clusters(fitted, kind):
+    x, labels, toks = fitted
+    first = toks[kind].encode(x)[:, 0]
+    for c in range(8):
+        assert len(set(first[labels == c].tolist())) == 1, f"cluster {c} split at level 1"
+    assert len({int(first[labels == c][0]) for c in range(8)}) == 8, "two clusters share a level-1 code"
+
+
+@pytest.mark.parametrize("kind", ["rkmeans", "pq"])
+def test_tokenizer_kmeans_decode_reconstructs_and_reencodes(fitted, kind):
+    x, _, toks = fitted
+    codes = toks[kind].encode(x)
+    approx = toks[kind].decode(codes)
+    rel = (approx - x).pow(2).sum(1).mean() / (x - x.mean(0)).pow(2).sum(1).mean()
+    assert rel < 0.01
+    assert torch.equal(toks[kind].encode(approx), codes)
+
+
+def test_tokenizer_rqvae_decode_reconstructs(fitted):
+    x, _, toks = fitted
+    approx = toks["rqvae"].decode(toks["rqvae"].encode(x))
+    rel = (approx - x).pow(2).sum(1).mean() / (x - x.mean(0)).pow(2).sum(1).mean()
+    assert rel < 0.2  # the decoder recovers most of the variance (cluster structure) from the codes
+
+
+def test_tokenizer_rkmeans_error_falls_with_levels(fitted):
+    x, _, toks = fitted
+    tok = toks["rkmeans"]
+    codes = tok.encode(x)
+    errs = [float((sum(tok.books[l][codes[:, l]] for l in range(n)) - x).pow(2).sum()) for n in range(1, L + 1)]
+    assert errs[0] > errs[1] > errs[2]
+
+
+def test_tokenizer_lsh_codes_decode_encode_identity(fitted):
+    _, _, toks = fitted
+    codes = torch.randint(0, K, (50, L), generator=torch.Generator().manual_seed(1))
+    assert torch.equal(toks["lsh"].encode(toks["lsh"].decode(codes)), codes)
+
+
+def test_tokenizer_lsh_bits_are_hyperplane_signs(fitted):
+    x, _, toks = fitted
+    tok = toks["lsh"]
+    bits = ((x - tok.mean) @ tok.planes.T > 0).long()  # (N, L*3), K=8 -> 3 bits per level
+    expect = bits[:, 0] * 4 + bits[:, 1] * 2 + bits[:, 2]
+    assert torch.equal(tok.encode(x)[:, 0], expect)
+    # the same cluster is near-identical, so it hashes to one code at every level
+    assert torch.equal(tok.encode(x[:8]), tok.encode(x[:8] + 1e-6))
+
+
+def test_tokenizer_random_is_deterministic_and_content_free(fitted):
+    x, labels, toks = fitted
+    tok = toks["random"]
+    codes = tok.encode(x)
+    assert torch.equal(codes, tok.encode(x.clone()))
+    # the items of one tight cluster still get many different codes
+    assert len(set(codes[labels == 0, 0].tolist())) > 3
+    other = TOKENIZERS["random"](num_levels=L, codebook_size=K, seed=1).fit(x).encode(x)
+    assert not torch.equal(codes, other)
+    with pytest.raises(NotImplementedError):
+        tok.decode(codes)
+
+
+@pytest.mark.parametrize("kind", TOKENIZERS)
+def test_tokenizer_save_load_identical_codes(fitted, kind, tmp_path):
+    x, _, toks = fitted
+    path = str(tmp_path / f"{kind}.pt")
+    toks[kind].save(path)
+    loaded = load_tokenizer(path)
+    assert type(loaded) is type(toks[kind])
+    assert torch.equal(loaded.encode(x), toks[kind].encode(x))
+
+
+@pytest.mark.parametrize("kind", TOKENIZERS)
+def test_tokenizer_encodes_new_items_without_refit(fitted, kind):
+    x, labels, toks = fitted
+    new = x[:5] + 0.01
+    codes = toks[kind].encode(new)
+    assert codes.shape == (5, L)
+    if kind in ("rkmeans", "pq", "rqvae"):
+        assert torch.equal(codes[:, 0], toks[kind].encode(x[:5])[:, 0])
+
+
+def test_tokenizer_unfitted_raises():
+    with pytest.raises(RuntimeError, match="not fitted"):
+        TOKENIZERS["pq"]().encode(torch.zeros(2, 4))
+
+
+def test_tokenizer_registry_lookup_from_config():
+    tok = build_tokenizer(TokenizerConfig(kind="rkmeans", num_levels=2, codebook_size=4))
+    assert tok.num_levels == 2 and tok.codebook_size == 4
+    with pytest.raises(ValueError, match="rkmean.*Did you mean 'rkmeans'"):
+        build_tokenizer(TokenizerConfig(kind="rkmean"))
+
+
+def test_tokenizer_lsh_rejects_non_power_of_two():
+    with pytest.raises(ValueError, match="power of two"):
+        TOKENIZERS["lsh"](codebook_size=100)
