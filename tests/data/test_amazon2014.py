@@ -72,3 +72,12 @@ def test_unknown_preset_lists_choices():
         load_dataset(DataConfig(name="beuaty"))
     with pytest.raises(ValueError, match="needs data.path"):
         load_dataset(DataConfig(name="custom", reader="amazon2014"))
+
+
+def test_kcore_keeps_reader_counts_and_drops_stale_item_ids(tmp_path):
+    path = write(tmp_path / "d", "1 1 2 3\n2 1 2 3\n3 3 4\n4\n", n_items=4)
+    data = load_dataset(DataConfig(name="custom", reader="amazon2014", path=path, kcore=2))
+    assert data.users.tolist() == [1, 2] and [s.tolist() for s in data.sequences] == [[1, 2, 3], [1, 2, 3]]
+    assert data.skipped == {"empty_sequences": 1, "users_removed_by_2_core": 1, "items_removed_by_2_core": 1}
+    assert [(r["item_key"], r["title"], "item_id" in r) for r in data.items] == [
+        ("1", "t1", False), ("2", "t2", False), ("3", "t3", False)]
