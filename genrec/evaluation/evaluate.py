@@ -12,7 +12,7 @@ from .metrics import list_validity, metrics_from_ranks, ranks_from_lists, ranks_
 
 
 @torch.no_grad()
-def evaluate(model, loader, accelerator, ks: list[int], num_items: int, beam_size: int = 0, desc: str = "eval",
+def evaluate(model, loader, accelerator, ks: list[int], num_items: int, desc: str = "eval",
              progress: bool = True) -> dict:
     """Rank every example's target over the full catalog and return Recall/NDCG@K plus list validity counts.
 
@@ -31,19 +31,17 @@ def evaluate(model, loader, accelerator, ks: list[int], num_items: int, beam_siz
         if hasattr(net, "score"):
             r = ranks_from_scores(net.score(batch), batch["target"])
         else:
-            kwargs = {"beam_size": beam_size} if beam_size else {}
-            items, _ = net.recommend(batch, k, **kwargs)
+            items, _ = net.recommend(batch, k)  # the model's beam width comes from its config (eval.beam_size)
             if items.shape[1] > k:
                 raise ValueError(f"recommend returned {items.shape[1]} items for k={k}")
             r = ranks_from_lists(items, batch["target"])
-            validity.append(list_validity(items, num_items))
-        ranks.append(r)
-    local = torch.cat(ranks) if ranks else torch.empty(0, dtype=torch.long, device=accelerator.device)
-    all_ranks = accelerator.gather_for_metrics(local)
+            validity.append(accelerator.gather_for_metrics(list_validity(items, num_items)))
+        ranks.append(accelerator.gather_for_metrics(r))  # per batch: drops the last batch's padding duplicates
+    all_ranks = torch.cat(ranks) if ranks else torch.empty(0, dtype=torch.long)
     out = metrics_from_ranks(all_ranks.cpu(), ks)
     out["users"] = int(all_ranks.numel())
-    if validity:  # gathered per user, so shards padded by the sampler do not count twice
-        counts = accelerator.gather_for_metrics(torch.cat(validity)).sum(0).tolist()
+    if validity:
+        counts = torch.cat(validity).sum(0).tolist()
         out["invalid_ids"], out["duplicate_ids"] = int(counts[0]), int(counts[1])
     net.train(was_training)
     return out

@@ -247,7 +247,7 @@ def train(cfg: ExperimentConfig) -> dict:
                     break
         state["epoch"], state["batch_in_epoch"] = epoch + 1, 0
         if (epoch + 1) % tc.eval_every == 0 or state["done"] or epoch + 1 == tc.epochs:
-            metrics = evaluate(model, valid_loader, accelerator, cfg.eval.ks, data.num_items, cfg.eval.beam_size,
+            metrics = evaluate(model, valid_loader, accelerator, cfg.eval.ks, data.num_items,
                                desc="valid", progress=tc.progress)
             value = metrics[tc.monitor]
             accelerator.log({f"valid/{k}": v for k, v in metrics.items()}, step=state["global_step"])
@@ -279,7 +279,7 @@ def train(cfg: ExperimentConfig) -> dict:
     results = {}
     for split_name in cfg.eval.splits:
         loader = eval_loader(split_name, cfg.eval.max_users)
-        results[split_name] = evaluate(model, loader, accelerator, cfg.eval.ks, data.num_items, cfg.eval.beam_size,
+        results[split_name] = evaluate(model, loader, accelerator, cfg.eval.ks, data.num_items,
                                        desc=split_name, progress=tc.progress)
     accelerator.log({f"final/{s}/{k}": v for s, m in results.items() for k, v in m.items()})
     accelerator.end_training()
