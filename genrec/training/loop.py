@@ -73,7 +73,7 @@ def build_context(cfg: ExperimentConfig, data, accelerator: Accelerator) -> Mode
         from ..tokenizers import build_sids
 
         with accelerator.main_process_first():  # rank 0 builds (or loads) the artifact, the others load it
-            sids = build_sids(cfg, data)
+            sids = build_sids(cfg)
         if sids.codes.shape[0] != data.num_items:
             raise ValueError(f"semantic IDs cover {sids.codes.shape[0]} items but {cfg.data.name} has {data.num_items}")
         ctx.sid_codes = torch.cat([torch.zeros(1, sids.codes.shape[1], dtype=torch.long), sids.codes.long()])
