@@ -114,6 +114,7 @@ class DecoderConfig:
     num_user_tokens: int = 2000  # hashed user tokens; 0 disables
     window: int = 0  # sliding attention window in tokens, 0 = full causal (eager, sdpa, flash, flex, hstu)
     loss_on: str = "target"  # target: the target item's L codes (TIGER) | all: every item's codes (causal LM)
+    pack: bool = True  # pack training sequences into rows with doc_ids (needs a kernel with doc_ids; not linear)
 
 
 @dataclass

@@ -25,7 +25,7 @@ def _segments(keep: torch.Tensor, doc_ids: torch.Tensor | None) -> tuple[torch.T
     flat = keep.reshape(-1).nonzero(as_tuple=True)[0]
     seg = torch.arange(b, device=keep.device)[:, None].expand(b, t).reshape(-1)[flat]
     if doc_ids is not None:
-        seg = seg * (int(doc_ids.max()) + 1) + doc_ids.reshape(-1)[flat]
+        seg = seg * (int(doc_ids.max()) + 2) + doc_ids.reshape(-1)[flat] + 1  # ids may start at -1
     starts = torch.ones_like(seg, dtype=torch.bool)
     starts[1:] = seg[1:] != seg[:-1]
     bounds = torch.cat([starts.nonzero(as_tuple=True)[0], torch.tensor([seg.numel()], device=keep.device)])

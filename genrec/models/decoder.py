@@ -74,12 +74,12 @@ class Attention(nn.Module):
         self.proj = nn.Linear(dim, dim, bias=False)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x, rope, key_padding_mask, cache: dict | None = None):
+    def forward(self, x, rope, key_padding_mask, cache: dict | None = None, doc_ids=None):
         """x (B, Tq, D); ``cache`` holds this layer's past ``k``, ``v`` (B, H, Tpast, Dh) and is extended in place.
 
         With a cache the Tq new queries are the last Tq of the keys: every kernel aligns its causal mask to the
         bottom right (``genrec.attention.masks``), so a one-token decoding step sees the whole cache.
-        ``key_padding_mask`` (B, Tpast + Tq) covers all keys.
+        ``key_padding_mask`` (B, Tpast + Tq) covers all keys; ``doc_ids`` (B, T) separates packed sequences.
         """
         b, t, d = x.shape
         q, k, v = self.qkv(x).view(b, t, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # 3 x (B, H, T, Dh)
@@ -89,7 +89,7 @@ class Attention(nn.Module):
             if "k" in cache:
                 k, v = torch.cat([cache["k"], k], dim=2), torch.cat([cache["v"], v], dim=2)
             cache["k"], cache["v"] = k, v
-        out = self.kernel(q, k, v, causal=True, window=self.window, key_padding_mask=key_padding_mask)
+        out = self.kernel(q, k, v, causal=True, window=self.window, key_padding_mask=key_padding_mask, doc_ids=doc_ids)
         return self.drop(self.proj(out.transpose(1, 2).reshape(b, t, d)))
 
 
@@ -127,8 +127,8 @@ class Block(nn.Module):
         self.attn = Attention(dcfg.dim, dcfg.heads, kernel, dcfg.positions == "rope", dcfg.window, dcfg.dropout)
         self.mlp = MLP(dcfg.dim, dcfg.mlp, dcfg.mlp_ratio, dcfg.dropout)
 
-    def forward(self, x, rope, key_padding_mask, cache=None):
-        x = x + self.attn(self.norm1(x), rope, key_padding_mask, cache)
+    def forward(self, x, rope, key_padding_mask, cache=None, doc_ids=None):
+        x = x + self.attn(self.norm1(x), rope, key_padding_mask, cache, doc_ids)
         return x + self.mlp(self.norm2(x))
 
 
@@ -178,6 +178,9 @@ class DecoderRecommender(nn.Module):
             raise ValueError(f"sid_codes has {sid_codes.shape[1]} levels but codebook_sizes has {len(codebook_sizes)}")
         lookup(LOSS_ON, dcfg.loss_on, field="model.decoder.loss_on")
         lookup({"rope": 1, "learned": 1}, dcfg.positions, field="model.decoder.positions")
+        if dcfg.pack and attention == "linear":
+            raise ValueError("model.attention='linear' cannot separate packed sequences (no doc_ids): "
+                             "set model.decoder.pack=false")
         self.dcfg, self.loss_on = dcfg, dcfg.loss_on
         self.num_levels, self.codebook_sizes = len(codebook_sizes), [int(k) for k in codebook_sizes]
         self.num_user_tokens, self.beam_size = int(dcfg.num_user_tokens), int(beam_size)
@@ -185,6 +188,7 @@ class DecoderRecommender(nn.Module):
         offsets = [base + sum(self.codebook_sizes[:l]) for l in range(self.num_levels)]
         self.offsets_list = offsets
         self.register_buffer("sid_codes", sid_codes.long().clone(), persistent=False)
+        self.cpu_codes = sid_codes.long().cpu().clone()  # for ``collate``, which runs before batches reach the device
         self.register_buffer("offsets", torch.tensor(offsets, dtype=torch.long), persistent=False)
         self.vocab_size = base + sum(self.codebook_sizes)
         self.max_positions = 2 + (max_history + 1) * self.num_levels
@@ -216,13 +220,18 @@ class DecoderRecommender(nn.Module):
         return UserSequenceDataset(split) if self.loss_on == "all" else NextItemDataset(split)
 
     # ------------------------------------------------------------------------------------------ inputs
-    def tokens(self, batch: dict[str, torch.Tensor], with_target: bool) -> torch.Tensor:
-        """Right-aligned tokens ``[pad..., bos, user, history codes..., (target codes)]``: (B, S), trimmed."""
+    def tokens(self, batch: dict[str, torch.Tensor], with_target: bool, codes: torch.Tensor | None = None) -> torch.Tensor:
+        """Right-aligned tokens ``[pad..., bos, user, history codes..., (target codes)]``: (B, S), trimmed.
+
+        ``codes``: the (N + 1, L) code table to read (default the buffer; ``collate`` passes a CPU copy).
+        """
+        codes = self.sid_codes if codes is None else codes
         items = batch["history"]  # (B, T) left-padded
         if with_target:
             items = torch.cat([items, batch["target"][:, None]], dim=1)
         b, t = items.shape
-        seq = (self.sid_codes[items] + self.offsets).masked_fill((items == 0)[..., None], PAD).view(b, t * self.num_levels)
+        offsets = self.offsets.to(codes.device)
+        seq = (codes[items] + offsets).masked_fill((items == 0)[..., None], PAD).view(b, t * self.num_levels)
         head = [torch.full((b, 1), BOS, dtype=torch.long, device=seq.device)]
         if self.num_user_tokens > 0:
             head.append((NUM_SPECIAL + hash_user(batch["user"], self.num_user_tokens))[:, None])
@@ -232,14 +241,14 @@ class DecoderRecommender(nn.Module):
         n = int((seq != PAD).sum(1).max())
         return seq[:, -n:]
 
-    def _run(self, tokens, positions, key_padding_mask, caches=None):
+    def _run(self, tokens, positions, key_padding_mask, caches=None, doc_ids=None):
         x = self.embed(tokens)
         if self.pos is not None:
             x = x + self.pos(positions.clamp(max=self.max_positions - 1))
         rope = rope_cos_sin(positions, self.dcfg.dim // self.dcfg.heads) if self.dcfg.positions == "rope" else None
         x = self.drop(x)
         for i, block in enumerate(self.blocks):
-            x = block(x, rope, key_padding_mask, None if caches is None else caches[i])
+            x = block(x, rope, key_padding_mask, None if caches is None else caches[i], doc_ids)
         return self.norm(x)
 
     def hidden(self, seq: torch.Tensor, caches=None) -> torch.Tensor:
@@ -259,13 +268,16 @@ class DecoderRecommender(nn.Module):
         """Teacher-forced cross-entropy on item codes.
 
         Args:
-            batch: ``user`` (B,), ``history`` (B, T) left-padded item ids, ``target`` (B,) item ids.
+            batch: ``user`` (B,), ``history`` (B, T) left-padded item ids, ``target`` (B,) item ids; or a packed
+                batch from ``collate`` (``tokens``, ``positions``, ``doc_ids``, ``levels``), the same loss.
 
         Returns:
             Output(loss: mean cross-entropy over the scored codes (the target's L codes, or with
             ``loss_on="all"`` every item's codes), logits: (B, L, max K) log-probs of the target's levels,
             -inf beyond K_l).
         """
+        if "tokens" in batch:
+            return self._packed_forward(batch)
         seq = self.tokens(batch, with_target=True)  # (B, S)
         h = self.hidden(seq)  # (B, S, D)
         s, L = seq.shape[1], self.num_levels
@@ -283,6 +295,74 @@ class DecoderRecommender(nn.Module):
             count += int(valid.sum())
             logits[:, l, : self.codebook_sizes[l]] = logp[:, 0]
         return Output(loss=total / max(count, 1), logits=logits)
+
+    # ------------------------------------------------------------------------------------------ packing
+    def collate(self, examples: list[dict]) -> dict[str, torch.Tensor]:
+        """Training batches: with ``model.decoder.pack`` the users' token sequences are packed into rows.
+
+        Sequences are placed first-fit decreasing into rows of ``max_positions`` tokens; ``doc_ids`` keeps each
+        sequence's attention to itself (a block-diagonal causal mask) and positions restart at 0 for each
+        sequence, so the loss equals the padded batch's while most padding (Beauty: sequences average about a
+        third of the longest) is never computed. ``levels`` (rows, R) gives, for each position, the level of the
+        code it predicts (the next token), or -1 where nothing is scored.
+        """
+        from ..data import collate
+
+        batch = collate(examples)
+        if not self.dcfg.pack:
+            return batch
+        seq = self.tokens(batch, with_target=True, codes=self.cpu_codes)  # (B, S) right-aligned
+        lengths = (seq != PAD).sum(1).tolist()
+        s, r, L = seq.shape[1], self.max_positions, self.num_levels
+        col = torch.arange(s)
+        level = (col - s) % L  # level of a code at column c (codes are right-aligned in L-blocks)
+        scored = seq >= self.offsets_list[0]
+        if self.loss_on == "target":
+            scored = scored & (col >= s - L)
+        order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+        rows: list[list[int]] = []
+        free: list[int] = []
+        for i in order:  # first-fit decreasing
+            j = next((j for j, f in enumerate(free) if f >= lengths[i]), None)
+            if j is None:
+                rows.append([])
+                free.append(r)
+                j = len(rows) - 1
+            rows[j].append(i)
+            free[j] -= lengths[i]
+        n = len(rows)
+        tokens = torch.zeros(n, r, dtype=torch.long)
+        positions = torch.zeros(n, r, dtype=torch.long)
+        doc_ids = torch.full((n, r), -1, dtype=torch.long)
+        levels = torch.full((n, r), -1, dtype=torch.long)
+        for j, members in enumerate(rows):
+            at = 0
+            for i in members:
+                ln = lengths[i]
+                tokens[j, at : at + ln] = seq[i, s - ln :]
+                positions[j, at : at + ln] = torch.arange(ln)
+                doc_ids[j, at : at + ln] = i
+                tgt = torch.where(scored[i, s - ln :], level[s - ln :], -1)  # level of each scored token
+                levels[j, at : at + ln - 1] = tgt[1:]  # token t predicts token t + 1 of the same sequence
+                at += ln
+        used = int((doc_ids >= 0).sum(0).nonzero().max()) + 1 if n else 1
+        sl = slice(0, used)
+        return {"tokens": tokens[:, sl], "positions": positions[:, sl], "doc_ids": doc_ids[:, sl],
+                "levels": levels[:, sl]}
+
+    def _packed_forward(self, batch: dict[str, torch.Tensor]) -> Output:
+        tokens, levels = batch["tokens"], batch["levels"]
+        h = self._run(tokens, batch["positions"], None, doc_ids=batch["doc_ids"])  # (rows, R, D)
+        nxt = torch.roll(tokens, -1, dims=1)
+        total, count = 0.0, 0
+        for l in range(self.num_levels):
+            sel = levels == l
+            if not bool(sel.any()):
+                continue
+            logp = self.level_log_probs(h[sel], l)  # (n, K_l)
+            total = total - logp.gather(1, (nxt[sel] - self.offsets_list[l])[:, None]).sum()
+            count += int(sel.sum())
+        return Output(loss=total / max(count, 1), logits=None)
 
     def target_log_probs(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """(B, L) log-probs of the target's codes from one full forward pass (the oracle of cached decoding)."""

@@ -59,7 +59,7 @@ def test_loss_on_all_scores_every_item():
 @pytest.mark.parametrize(
     "attention,kw",
     [("sdpa", {}), ("eager", dict(positions="learned", mlp="gelu")), pytest.param("flex", dict(window=5), marks=pytest.mark.slow),
-     ("linear", {}), ("hstu", {}), ("sdpa", dict(num_user_tokens=0))],
+     ("linear", dict(pack=False)), ("hstu", {}), ("sdpa", dict(num_user_tokens=0))],
     ids=["sdpa", "eager-learned-gelu", "flex-window", "linear", "hstu", "no-user-token"],
 )
 def test_cached_decoding_equals_full_forward(attention, kw):
@@ -138,5 +138,21 @@ def test_from_config_and_bad_values():
         make_model(loss_on="every")
     with pytest.raises(ValueError, match="model.decoder.dim=16 must be divisible by model.decoder.heads=3"):
         make_model(heads=3)
+    with pytest.raises(ValueError, match="model.decoder.pack=false"):
+        make_model("linear")
     with pytest.raises(ValueError, match="sids build"):
         DecoderRecommender(DecoderConfig(), "sdpa", None, [], max_history=4)
+
+
+@pytest.mark.parametrize("loss_on", ["target", "all"])
+@pytest.mark.parametrize("attention", ["sdpa", "hstu"])
+def test_packed_batches_give_the_padded_loss(loss_on, attention):
+    m = make_model(attention, loss_on=loss_on)
+    b = {**make_batch(), "history": torch.tensor([[0, 0, 0, 7], [1, 2, 3, 4], [0, 0, 0, 9]])}
+    examples = [{"user": int(b["user"][i]), "history": b["history"][i], "target": int(b["target"][i])} for i in range(3)]
+    packed = m.collate(examples)
+    assert packed["tokens"].shape[0] == 2  # rows 0 and 2 (8 tokens each) share one row of 17
+    assert set(packed["doc_ids"].unique().tolist()) <= {-1, 0, 1, 2}
+    torch.testing.assert_close(m(packed).loss, m(b).loss, rtol=1e-5, atol=1e-5)
+    m.dcfg.pack = False
+    assert set(m.collate(examples)) == {"user", "history", "target"}
