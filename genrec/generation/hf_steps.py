@@ -49,6 +49,8 @@ def encoder_decoder_step_fn(
     """
     b = encoder_hidden.shape[0]
     token_ids = [torch.as_tensor(t, device=encoder_hidden.device) for t in level_token_ids]
+    if encoder_mask is not None and bool(encoder_mask.all()):
+        encoder_mask = None  # an all-ones mask changes nothing; without it attention skips the additive mask
     enc_b = BaseModelOutput(last_hidden_state=encoder_hidden)
     enc_bw = BaseModelOutput(last_hidden_state=encoder_hidden.repeat_interleave(beam_size, dim=0))
     mask_bw = None if encoder_mask is None else encoder_mask.repeat_interleave(beam_size, dim=0)
