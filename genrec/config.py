@@ -157,7 +157,8 @@ class LLMConfig:
     gradient_checkpointing: bool = False
     max_length: int = 512  # tokens per example; longer prompts lose their oldest history first
     max_title_words: int = 20  # titles in prompts and responses are cut to this many words
-    token_init_noise: float = 0.01  # new token rows = mean row + noise * std * N(0, 1)
+    token_init: str = "mean"  # new token rows: mean (of all rows) | titles (of the title tokens of the code's items)
+    token_init_noise: float = 0.01  # new token rows = init + noise * std * N(0, 1)
 
 
 @dataclass

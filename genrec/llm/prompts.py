@@ -24,11 +24,11 @@ class Template:
 
 PROMPTS: dict[str, Template] = {
     "seqrec": Template(
-        prompt="A user bought these items, oldest first: {history}. Predict the next item the user will buy.\nAnswer:",
+        prompt="A user bought these items, oldest first: {history}.\nThe next item the user buys:",
         response="{sid}",
     ),
     "seqrec_with_titles": Template(
-        prompt="A user bought these items, oldest first:\n{history}\nPredict the next item the user will buy.\nAnswer:",
+        prompt="A user bought these items, oldest first:\n{history}\nThe next item the user buys:",
         response="{sid}",
         history_item="{sid} {title}",
         item_sep="\n",

@@ -26,7 +26,7 @@ from torch import nn
 
 from ..config import LLMConfig, lookup
 from ..llm.pretrained import resolve_pretrained
-from ..llm.tasks import TASK_POOLS, TaskMixture, TextRenderer, pad_batch, tokenize_example
+from ..llm.tasks import IGNORE_INDEX, TASK_POOLS, TaskMixture, TextRenderer, pad_batch, tokenize_example
 from ..llm.tokens import SidTokenMap, add_sid_tokens
 from .base import ModelContext, Output
 
@@ -60,15 +60,53 @@ def load_base(name: str, dtype: str = "float32"):
     return lm, tokenizer
 
 
+def title_rows(tokenizer, weight: torch.Tensor, sid_codes: torch.Tensor, codebook_sizes: Sequence[int],
+               titles: Sequence[str | None], max_tokens: int = 32) -> torch.Tensor:
+    """Per (level, code): the mean over items with that code of the mean embedding of the item's title tokens.
+
+    Gives each semantic-ID token a start in the LM's own word space (``<a_12>`` ~ "lipstick, lip, matte"), so the
+    pretrained network can relate the IDs of a history before it has learned them. Codes whose items have no
+    title fall back to the mean row.
+
+    Args:
+        weight: (V0, D) pretrained embedding (or output head) rows.
+        sid_codes: (N + 1, L) codes, row 0 padding; titles: N + 1 entries, index = item id.
+
+    Returns:
+        (sum K_l, D) float rows, level-major like ``sid_vocabulary``.
+    """
+    w = weight.float()
+    items = [i for i in range(1, len(titles)) if titles[i]]
+    ids = tokenizer([" " + titles[i] for i in items], add_special_tokens=False)["input_ids"]
+    vecs = torch.stack([w[torch.tensor(t[:max_tokens] or [0])].mean(0) for t in ids]) if items else w[:0]
+    codes = sid_codes[torch.tensor(items, dtype=torch.long)] if items else sid_codes[:0]
+    out = []
+    for lvl, k in enumerate(codebook_sizes):
+        sums = torch.zeros(int(k), w.shape[1]).index_add_(0, codes[:, lvl], vecs)
+        counts = torch.bincount(codes[:, lvl], minlength=int(k)).float()[:, None]
+        out.append(torch.where(counts > 0, sums / counts.clamp(min=1), w.mean(0)))
+    return torch.cat(out)
+
+
 @torch.no_grad()
-def add_tokens_and_resize(lm, tokenizer, codebook_sizes: Sequence[int], noise: float = 0.01, seed: int = 0) -> list[int]:
+def add_tokens_and_resize(lm, tokenizer, codebook_sizes: Sequence[int], noise: float = 0.01, seed: int = 0,
+                          init: str = "mean", sid_codes: torch.Tensor | None = None,
+                          titles: Sequence[str | None] | None = None) -> list[int]:
     """Add one token per (level, code), grow the embeddings, initialise the new rows; return their ids.
 
-    New rows = mean of the pretrained rows + ``noise`` * (per-dimension std) * N(0, 1), from a seeded generator so
-    that rebuilding the model for a reload gives the same rows. Handles tied heads (one matrix) and untied heads
-    (both matrices), and tokenizers whose length is below the model's padded vocabulary (Qwen2): the new ids may
-    land in existing padding rows, which are overwritten.
+    ``init="mean"``: new rows = mean of the pretrained rows; ``init="titles"``: :func:`title_rows`. Either way
+    plus ``noise`` * (per-dimension std) * N(0, 1) from a seeded generator, so that rebuilding the model for a
+    reload gives the same rows. Handles tied heads (one matrix) and untied heads (both matrices), and tokenizers
+    shorter than the model's padded vocabulary (Qwen2): new ids may land in existing padding rows, which are
+    overwritten.
+
+    Raises:
+        ValueError: an unknown ``init``, or ``init="titles"`` without codes and titles.
     """
+    if init not in ("mean", "titles"):
+        raise ValueError(f"model.llm.token_init={init!r} is not one of ['mean', 'titles']")
+    if init == "titles" and (sid_codes is None or titles is None):
+        raise ValueError("model.llm.token_init='titles' needs item titles (ctx.item_texts); use token_init=mean")
     old_len = len(tokenizer)
     add_sid_tokens(tokenizer, codebook_sizes)
     new_ids = list(range(old_len, len(tokenizer)))
@@ -82,8 +120,10 @@ def add_tokens_and_resize(lm, tokenizer, codebook_sizes: Sequence[int], noise: f
     if not has_tied_head(lm) and lm.get_output_embeddings() is not None:
         mats.append(lm.get_output_embeddings().weight)
     for w in mats:
-        ref = w[:old_rows].float()
-        rows = ref.mean(0) + noise * ref.std(0) * torch.randn(len(new_ids), w.shape[1], generator=g)
+        ref = w[:old_rows].float().cpu()
+        base = ref.mean(0).expand(len(new_ids), -1) if init == "mean" else \
+            title_rows(tokenizer, ref, sid_codes, codebook_sizes, titles)
+        rows = base + noise * ref.std(0) * torch.randn(len(new_ids), w.shape[1], generator=g)
         w[idx.to(w.device)] = rows.to(w.dtype).to(w.device)
     return new_ids
 
@@ -141,13 +181,21 @@ class LLMRecommender(nn.Module):
     def build(cls, llm: LLMConfig, sid_codes: torch.Tensor, codebook_sizes: Sequence[int],
               item_texts: list[dict] | None = None, beam_size: int = 20, seed: int = 0) -> "LLMRecommender":
         lm, tokenizer = load_base(llm.base, llm.dtype)
-        new_ids = add_tokens_and_resize(lm, tokenizer, codebook_sizes, llm.token_init_noise, seed=0)
+        new_ids = add_tokens_and_resize(lm, tokenizer, codebook_sizes, llm.token_init_noise, seed=0,
+                                        **cls._init_args(llm.token_init, sid_codes, item_texts, llm.max_title_words))
         if llm.gradient_checkpointing:
             lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             lm.config.use_cache = False
         if llm.lora.enabled:
             lm = wrap_lora(lm, llm.lora, new_ids)
         return cls(lm, tokenizer, sid_codes, codebook_sizes, item_texts, llm, beam_size, seed)
+
+    @staticmethod
+    def _init_args(init: str, sid_codes, item_texts, max_title_words: int) -> dict:
+        titles = None
+        if init == "titles" and item_texts is not None:
+            titles = TextRenderer(sid_codes, item_texts, max_title_words).titles
+        return {"init": init, "sid_codes": sid_codes.long().cpu(), "titles": titles}
 
     @classmethod
     def from_config(cls, cfg, ctx: ModelContext) -> "LLMRecommender":
@@ -169,7 +217,7 @@ class LLMRecommender(nn.Module):
             self.lm.save_pretrained(str(path))
             self.tokenizer.save_pretrained(str(path))
         meta = {"base": self.llm.base, "codebook_sizes": self.codebook_sizes, "lora": self.llm.lora.enabled,
-                "token_init_noise": self.llm.token_init_noise}
+                "token_init": self.llm.token_init, "token_init_noise": self.llm.token_init_noise}
         (path / ADAPTER_META).write_text(json.dumps(meta, indent=2))
         return sum(f.stat().st_size for f in path.iterdir() if f.is_file())
 
@@ -189,7 +237,8 @@ class LLMRecommender(nn.Module):
             lm, tokenizer = load_base(str(path), llm.dtype)
             return cls(lm, tokenizer, sid_codes, sizes, item_texts, llm, beam_size)
         lm, tokenizer = load_base(meta["base"], llm.dtype)
-        add_tokens_and_resize(lm, tokenizer, sizes, meta["token_init_noise"], seed=0)
+        add_tokens_and_resize(lm, tokenizer, sizes, meta["token_init_noise"], seed=0,  # the rows the adapter was built on
+                              **cls._init_args(meta["token_init"], sid_codes, item_texts, llm.max_title_words))
         lm = PeftModel.from_pretrained(lm, str(path))
         return cls(lm, tokenizer, sid_codes, sizes, item_texts, llm, beam_size)
 
@@ -221,7 +270,7 @@ class LLMRecommender(nn.Module):
         return TaskMixture(next_item, titled, dict(self.llm.tasks), seed=self.seed)
 
     def collate(self, examples: list[dict]) -> dict[str, torch.Tensor]:
-        """Render and tokenise examples: ``{"input_ids", "attention_mask", "labels"}`` (B, T), right-padded.
+        """Render and tokenise examples: ``{"input_ids", "attention_mask", "labels"}`` (B, T), left-padded.
 
         Accepts task examples (``{"task", "history", "item"}``) and plain next-item examples
         (``{"history", "target"}``, rendered with the recommendation prompt).
@@ -234,17 +283,30 @@ class LLMRecommender(nn.Module):
             history = None if history is None else [int(i) for i in history]
             prompt, response = self.renderer.render(task, history, item)
             rows.append(tokenize_example(self.tokenizer, prompt, response, self.llm.max_length))
-        return pad_batch(rows, self.tokenizer.pad_token_id, side="right")
+        return pad_batch(rows, self.tokenizer.pad_token_id, side="left")
 
     def forward(self, batch: dict[str, torch.Tensor]) -> Output:
-        """LM loss on the response tokens. Accepts ``collate`` batches or plain next-item batches."""
+        """Mean cross-entropy over the response tokens. Accepts ``collate`` batches or plain next-item batches.
+
+        Batches are left-padded, so every response ends at the last column: the LM head runs only on the last
+        ``R + 1`` positions (R = longest response), not on the whole prompt (the head is a fifth of the FLOPs of
+        a 135M model). Positions count from each row's first real token, as in ``recommend``.
+        """
         if "input_ids" not in batch:
             examples = [{"history": h, "target": t} for h, t in zip(batch["history"].cpu(), batch["target"].cpu().tolist())]
             batch = self.collate(examples)
         device = self.lm.get_input_embeddings().weight.device
-        out = self.lm(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
-                      labels=batch["labels"].to(device), use_cache=False)
-        return Output(loss=out.loss)
+        ids, mask, labels = (batch[k].to(device) for k in ("input_ids", "attention_mask", "labels"))
+        has_label = (labels != IGNORE_INDEX).any(0).nonzero()
+        keep = ids.shape[1] - int(has_label[0]) + 1 if len(has_label) else 2
+        keep = min(keep, ids.shape[1])
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        logits = self.lm(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False,
+                         logits_to_keep=keep).logits  # (B, keep, V)
+        target = labels[:, -keep + 1:] if keep > 1 else labels[:, :0]
+        loss = nn.functional.cross_entropy(logits[:, :-1].float().reshape(-1, logits.shape[-1]), target.reshape(-1),
+                                           ignore_index=IGNORE_INDEX)
+        return Output(loss=loss)
 
     # ------------------------------------------------------------------ retrieval
     def prompts(self, history: torch.Tensor) -> dict[str, torch.Tensor]:

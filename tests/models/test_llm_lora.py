@@ -112,6 +112,22 @@ def test_add_tokens_and_resize_new_rows_near_mean(tmp_path, family):
     assert ids == [v0 + 3, v0 + SIZES[0], v0 + SIZES[0] + SIZES[1] + 1]  # one token per (level, code)
 
 
+def test_title_init_places_codes_near_their_items_words(tmp_path):
+    lm, tok = load_base(tiny_base(tmp_path, "llama"))
+    ref = lm.get_input_embeddings().weight.detach().clone()
+    codes = tiny_codes()
+    titles = [None] + [t["title"] for t in TITLES]
+    ids = add_tokens_and_resize(lm, tok, SIZES, noise=0.0, init="titles", sid_codes=codes, titles=titles)
+    w = lm.get_input_embeddings().weight.detach()
+    c = int(codes[1, 0])  # item 1 ("red lipstick") has code c at level 0
+    members = [i for i in range(1, N + 1) if codes[i, 0] == c and titles[i]]
+    word = lambda t: ref[tok(" " + t, add_special_tokens=False)["input_ids"]].mean(0)  # noqa: E731
+    expect = torch.stack([word(titles[i]) for i in members]).mean(0)
+    assert torch.allclose(w[ids[c]], expect, atol=1e-6)
+    with pytest.raises(ValueError, match="token_init"):
+        add_tokens_and_resize(lm, tok, SIZES, init="bogus")
+
+
 def test_add_tokens_seeded_rows_are_reproducible(tmp_path):
     base = tiny_base(tmp_path, "qwen2")
     rows = []
@@ -157,8 +173,8 @@ def test_collate_puts_loss_on_response_only(tmp_path):
     target = model.tokens.encode(tiny_codes()[7]).tolist() + [model.tokenizer.eos_token_id]
     row = labels[0][labels[0] != IGNORE_INDEX].tolist()
     assert row == target  # the next item's L tokens + eos, nothing of the prompt
-    n = int(mask[0].sum())
-    assert ids[0, n - len(target):n].tolist() == target and (labels[0, n:] == IGNORE_INDEX).all()
+    assert ids[0, -len(target):].tolist() == target  # left-padded: responses end at the last column
+    assert (mask[1, -3:] == 1).all() and mask[:, 0].min() == 0
     title = model.tokenizer(" red lipstick", add_special_tokens=False)["input_ids"]
     assert labels[1][labels[1] != IGNORE_INDEX].tolist() == title + [model.tokenizer.eos_token_id]
 
@@ -166,7 +182,7 @@ def test_collate_puts_loss_on_response_only(tmp_path):
 @pytest.mark.parametrize("family", ["llama", "qwen2"])
 def test_save_reload_gives_identical_logits(tmp_path, family):
     base = tiny_base(tmp_path, family)
-    cfg = llm_cfg(base)
+    cfg = llm_cfg(base, token_init="titles", lora={"train_new_tokens": family == "llama"})
     model = LLMRecommender.build(cfg, tiny_codes(), SIZES, TITLES)
     train_steps(model, batch_of(), steps=2)
     enc = model.collate([{"history": h, "target": t} for h, t in zip(batch_of()["history"], [1, 2, 3])])
@@ -178,7 +194,7 @@ def test_save_reload_gives_identical_logits(tmp_path, family):
     saved = load_file(str(tmp_path / "adapter" / "adapter_model.safetensors"))
     vocab = len(model.tokenizer)
     assert size > 0 and not any(t.shape[0] == vocab for t in saved.values()), {k: t.shape for k, t in saved.items()}
-    assert any(t.shape[0] == sum(SIZES) for t in saved.values())  # the new rows are in
+    assert any(t.shape[0] == sum(SIZES) for t in saved.values()) == cfg.lora.train_new_tokens  # new rows in
     again = LLMRecommender.from_adapter(tmp_path / "adapter", cfg, tiny_codes(), TITLES)
     again.eval()
     with torch.no_grad():
