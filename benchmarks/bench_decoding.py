@@ -12,10 +12,14 @@ Variants (each timed in its own subprocess, so peak memory is per variant and co
 
 Reported per (variant, B, W): wall seconds (median of --repeats), users/s = B / wall, items/s = B * W / wall
 (returned items), peak memory over the post-setup baseline (CPU: ru_maxrss delta; CUDA: max_memory_allocated
-delta), and the split of wall time into model forward passes (timed with forward hooks on the model and its
+delta), process CPU time, and the split of wall time into model forward passes (timed with forward hooks on the model and its
 encoder) and everything else (search). ``speedup`` = wall(prefix_fn) / wall(ours) at --speedup-config.
 
-    python benchmarks/bench_decoding.py --device cpu --threads 2   # -> results/bench/decoding_cpu.{json,md}
+    python benchmarks/bench_decoding.py --device cpu --threads 1   # -> results/bench/decoding_cpu.{json,md}
+    python benchmarks/bench_decoding.py --device cuda               # -> results/bench/decoding_cuda.{json,md}
+
+On a shared CPU use one thread: with other processes on the cores, 2 intra-op threads wait on each other
+(a 64 x 20 search took 4x longer with 2 threads than with 1 at load average 5 on 2 cores).
 """
 from __future__ import annotations
 
@@ -169,17 +173,24 @@ def decode_once(variant, model, enc_ids, ctx, beam, timers):
     return trie.lookup(gen.sequences[:, 1 : 1 + len(sizes)] - offsets).view(b, beam)
 
 
-def child(args) -> dict:
-    """Time one (variant, B, W) in this process; called via --child."""
+def child(args) -> list[dict]:
+    """Time the variants in ``args.variant`` (comma-separated) at one (B, W) in this process; called via --child.
+
+    Repeats are interleaved across variants (ours, prefix_fn, processor, ours, ...) so that load from other
+    processes on a shared machine hits every variant alike. Peak memory is meaningful only when one variant runs
+    in the process (the driver runs a separate one-variant child for it).
+    """
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    variants = args.variant.split(",")
     model, codes, sizes, token_ids, vocab = build(args)
     trie = SidTrie.from_codes(codes, sizes).to(device)
     ctx = {"trie": trie, "token_ids": [t.to(device) for t in token_ids], "sizes": sizes, "vocab": vocab,
-           "device": device, "allowed": prefix_dict(codes, token_ids) if args.variant == "prefix_fn" else None}
+           "device": device, "allowed": prefix_dict(codes, token_ids) if "prefix_fn" in variants else None,
+           "prefix_fn_time": 0.0}
     b, w = args.batch, args.beam
     enc_ids = make_inputs(codes, token_ids, b, args.seed, device)
-    if args.variant == "prefix_fn":  # time the processor that generate builds from prefix_allowed_tokens_fn
+    if "prefix_fn" in variants:  # time the processor that generate builds from prefix_allowed_tokens_fn
         from transformers.generation import logits_process
 
         cls = logits_process.PrefixConstrainedLogitsProcessor
@@ -188,12 +199,13 @@ def child(args) -> dict:
         def timed_call(self, input_ids, scores):
             t0 = time.perf_counter()
             out = raw_call(self, input_ids, scores)
-            ctx["prefix_fn_time"] = ctx.get("prefix_fn_time", 0.0) + time.perf_counter() - t0
+            ctx["prefix_fn_time"] += time.perf_counter() - t0
             return out
 
         cls.__call__ = timed_call
     # warm-up on one user (first-call allocations, lazy inits), then the memory baseline
-    decode_once(args.variant, model, enc_ids[:1], ctx, w, {"step_fn": 0.0, "constraint": 0.0})
+    for v in variants:
+        decode_once(v, model, enc_ids[:1], ctx, w, {"step_fn": 0.0, "constraint": 0.0})
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -201,41 +213,47 @@ def child(args) -> dict:
     else:
         base_mem = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     fwd = ForwardTimer(model, device)
-    runs = []
-    items = None
+    runs = {v: [] for v in variants}
+    items = {}
     for _ in range(args.repeats):
-        fwd.total, fwd.encoder, ctx["prefix_fn_time"] = 0.0, 0.0, 0.0
-        timers = {"step_fn": 0.0, "constraint": 0.0}
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        items = decode_once(args.variant, model, enc_ids, ctx, w, timers)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        wall = time.perf_counter() - t0
-        constraint = timers["constraint"] + ctx["prefix_fn_time"]
-        run = {"wall_s": wall, "model_s": fwd.total, "encoder_s": fwd.encoder, "search_s": wall - fwd.total}
-        if args.variant == "ours":  # step_fn time outside the decoder forward: cache reorder, token map, log-softmax
-            run["step_fn_overhead_s"] = timers["step_fn"] - (fwd.total - fwd.encoder)
-        else:
-            run["constraint_s"] = constraint
-        runs.append(run)
+        for v in variants:
+            fwd.total, fwd.encoder, ctx["prefix_fn_time"] = 0.0, 0.0, 0.0
+            timers = {"step_fn": 0.0, "constraint": 0.0}
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t0, c0 = time.perf_counter(), time.process_time()
+            items[v] = decode_once(v, model, enc_ids, ctx, w, timers)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+            run = {"wall_s": wall, "cpu_s": cpu, "model_s": fwd.total, "encoder_s": fwd.encoder,
+                   "search_s": wall - fwd.total}
+            if v == "ours":  # step_fn time outside the decoder forward: cache reorder, token map, log-softmax
+                run["step_fn_overhead_s"] = timers["step_fn"] - (fwd.total - fwd.encoder)
+            else:
+                run["constraint_s"] = timers["constraint"] + ctx["prefix_fn_time"]
+            runs[v].append(run)
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated() - base_mem
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base_mem
     if args.items_out:
-        torch.save(items.cpu(), args.items_out)
-    med = sorted(runs, key=lambda r: r["wall_s"])[len(runs) // 2]
-    return {
-        "variant": args.variant, "batch": b, "beam": w, "rows": b * w, "status": "ok",
-        **{k: round(v, 5) for k, v in med.items()},
-        "wall_s_min": round(min(r["wall_s"] for r in runs), 5),
-        "wall_s_all": [round(r["wall_s"], 5) for r in runs],
-        "users_per_s": round(b / med["wall_s"], 2), "items_per_s": round(b * w / med["wall_s"], 1),
-        "peak_mem_mb": round(peak / 2**20, 1), "invalid_items": int((items == 0).sum()),
-        "loadavg_after": [round(x, 2) for x in os.getloadavg()],
-    }
+        torch.save({v: t.cpu() for v, t in items.items()}, args.items_out)
+    out = []
+    for v in variants:
+        med = sorted(runs[v], key=lambda r: r["wall_s"])[len(runs[v]) // 2]
+        out.append({
+            "variant": v, "batch": b, "beam": w, "rows": b * w, "status": "ok",
+            **{k: round(x, 5) for k, x in med.items()},
+            "wall_s_min": round(min(r["wall_s"] for r in runs[v]), 5),
+            "cpu_s_min": round(min(r["cpu_s"] for r in runs[v]), 5),
+            "wall_s_all": [round(r["wall_s"], 5) for r in runs[v]],
+            "users_per_s": round(b / med["wall_s"], 2), "items_per_s": round(b * w / med["wall_s"], 1),
+            "peak_mem_mb": round(peak / 2**20, 1) if len(variants) == 1 else None,
+            "invalid_items": int((items[v] == 0).sum()),
+            "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+        })
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- driver
@@ -268,18 +286,23 @@ def markdown(record: dict) -> str:
         "",
         f"**speedup at {record['speedup_config']}: {record['speedup']}x** (median wall of generate + "
         f"prefix_allowed_tokens_fn / median wall of the trie beam search; {record['speedup_min_wall']}x on the "
-        f"fastest repeats; {record['speedup_vs_processor']}x against generate + SidLogitsProcessor).",
+        f"fastest repeats; {record['speedup_cpu_time']}x in process CPU time; {record['speedup_vs_processor']}x against "
+        "generate + SidLogitsProcessor).",
         "",
-        "| B x W | variant | status | wall s | users/s | items/s | model s | search s | constraint s | peak MB |"
-        " same items as ours |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "Timing: per config, all variants run in one process with their repeats interleaved (so load from other "
+        "processes hits each alike); peak memory comes from a separate one-variant process per config.",
+        "",
+        "| B x W | variant | status | wall s (median) | cpu s (min) | users/s | items/s | model s | search s |"
+        " constraint s | peak MB | same items as ours |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in record["runs"]:
         if r["status"] != "ok":
-            lines.append(f"| {r['batch']}x{r['beam']} | {r['variant']} | {r['status']} | | | | | | | | |")
+            lines.append(f"| {r['batch']}x{r['beam']} | {r['variant']} | {r['status']} | | | | | | | | | |")
             continue
         lines.append(
-            f"| {r['batch']}x{r['beam']} | {r['variant']} | ok | {r['wall_s']:.3f} | {r['users_per_s']} | "
+            f"| {r['batch']}x{r['beam']} | {r['variant']} | ok | {r['wall_s']:.3f} | {r['cpu_s_min']:.3f} | "
+            f"{r['users_per_s']} | "
             f"{r['items_per_s']} | {r['model_s']:.3f} | {r['search_s']:.3f} | {r.get('constraint_s', '')} | "
             f"{r['peak_mem_mb']} | {r.get('agreement_with_ours', '')} |"
         )
@@ -339,57 +362,77 @@ def main(argv=None) -> None:
     t_start = time.time()
     last_wall: dict[str, tuple[int, float]] = {}  # variant -> (rows, wall) of its last finished config
     with tempfile.TemporaryDirectory() as tmp:
+
+        def run_child(names, b, w, repeats, tag):
+            path = os.path.join(tmp, f"{tag}_{b}x{w}.pt")
+            cmd = [sys.executable, __file__, "--child", "--variant", ",".join(names), "--batch", str(b),
+                   "--beam", str(w), "--device", args.device, "--repeats", str(repeats), "--threads",
+                   str(args.threads), "--num-items", str(args.num_items), "--seed", str(args.seed),
+                   "--items-out", path]
+            limit = 120 + args.max_seconds * (repeats + 1) * len(names)
+            try:
+                proc = subprocess.run(cmd, capture_output=True, text=True, timeout=limit)
+            except subprocess.TimeoutExpired:
+                return f"skipped: too slow (timed out after {limit:.0f} s)", None
+            line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
+            if proc.returncode != 0 or not line:
+                return f"failed: rc={proc.returncode} {proc.stderr[-500:]}", None
+            return json.loads(line[0][len("RESULT "):]), torch.load(path)
+
         for b, w in configs:
-            items = {}
+            base = {"batch": b, "beam": w, "rows": b * w}
+            todo = []
             for variant in variants:
-                base = {"variant": variant, "batch": b, "beam": w, "rows": b * w}
                 if cross_cache_gb(b, w) > max_cache:
-                    record["runs"].append({**base, "status": f"skipped: cross-attention cache "
-                                           f"{cross_cache_gb(b, w):.1f} GB > --max-cache-gb {max_cache}"})
-                    continue
-                if variant in last_wall and last_wall[variant][0] >= 256:  # small configs are mostly fixed cost
+                    record["runs"].append({"variant": variant, **base, "status": f"skipped: cross-attention "
+                                           f"cache {cross_cache_gb(b, w):.1f} GB > --max-cache-gb {max_cache}"})
+                elif variant in last_wall and last_wall[variant][0] >= 256:  # small configs: mostly fixed cost
                     rows, wall = last_wall[variant]
                     predicted = wall * b * w / rows
                     if predicted > args.max_seconds:
-                        record["runs"].append({**base, "status": f"skipped: too slow (predicted {predicted:.0f} s "
-                                               f"> --max-seconds {args.max_seconds})"})
-                        continue
-                path = os.path.join(tmp, f"{variant}_{b}x{w}.pt")
-                cmd = [sys.executable, __file__, "--child", "--variant", variant, "--batch", str(b), "--beam", str(w),
-                       "--device", args.device, "--repeats", str(args.repeats), "--threads", str(args.threads),
-                       "--num-items", str(args.num_items), "--seed", str(args.seed), "--items-out", path]
-                limit = 120 + args.max_seconds * (args.repeats + 1)
-                try:
-                    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=limit)
-                except subprocess.TimeoutExpired:
-                    record["runs"].append({**base, "status": f"skipped: too slow (timed out after {limit:.0f} s)"})
-                    continue
-                line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
-                if proc.returncode != 0 or not line:
-                    record["runs"].append({**base, "status": f"failed: rc={proc.returncode} {proc.stderr[-500:]}"})
-                    continue
-                res = json.loads(line[0][len("RESULT "):])
-                last_wall[variant] = (b * w, res["wall_s"])
-                items[variant] = torch.load(path)
-                if variant != "ours" and "ours" in items:
+                        record["runs"].append({"variant": variant, **base, "status": f"skipped: too slow "
+                                               f"(predicted {predicted:.0f} s > --max-seconds {args.max_seconds})"})
+                    else:
+                        todo.append(variant)
+                else:
+                    todo.append(variant)
+            if not todo:
+                continue
+            # timing: all variants in one process, repeats interleaved
+            timed, items = run_child(todo, b, w, args.repeats, "time")
+            if isinstance(timed, str):
+                record["runs"] += [{"variant": v, **base, "status": timed} for v in todo]
+                continue
+            # peak memory: one process per variant, one repeat
+            for res in timed:
+                mem, _ = run_child([res["variant"]], b, w, 1, "mem_" + res["variant"])
+                res["peak_mem_mb"] = mem[0]["peak_mem_mb"] if isinstance(mem, list) else None
+                if isinstance(mem, str):
+                    res["peak_mem_status"] = mem
+                last_wall[res["variant"]] = (b * w, res["wall_s"])
+                if res["variant"] != "ours" and "ours" in items:
                     # share of returned items that ours also returns (set overlap per user)
-                    same = [len(set(a.tolist()) & set(c.tolist())) / w for a, c in zip(items["ours"], items[variant])]
+                    same = [len(set(a.tolist()) & set(c.tolist())) / w
+                            for a, c in zip(items["ours"], items[res["variant"]])]
                     res["agreement_with_ours"] = round(sum(same) / len(same), 4)
                 record["runs"].append(res)
                 print(json.dumps(res), flush=True)
-            ok = {r["variant"]: r for r in record["runs"] if r["batch"] == b and r["beam"] == w and r["status"] == "ok"}
+            ok = {r["variant"]: r for r in timed}
             if "ours" in ok:
                 for v in ("prefix_fn", "processor"):
                     if v in ok:
                         ok[v]["speedup_ours_vs_this"] = round(ok[v]["wall_s"] / ok["ours"]["wall_s"], 2)
                         ok[v]["speedup_ours_vs_this_min"] = round(ok[v]["wall_s_min"] / ok["ours"]["wall_s_min"], 2)
+                        ok[v]["speedup_ours_vs_this_cpu"] = round(ok[v]["cpu_s_min"] / ok["ours"]["cpu_s_min"], 2)
     record["wall_seconds"] = round(time.time() - t_start, 1)
     record["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
     sb, sw = (int(x) for x in args.speedup_config.split("x"))
     ok = {r["variant"]: r for r in record["runs"] if (r["batch"], r["beam"]) == (sb, sw) and r["status"] == "ok"}
     record["speedup_config"] = args.speedup_config
     record["speedup"] = ok["prefix_fn"]["speedup_ours_vs_this"] if "prefix_fn" in ok and "ours" in ok else None
-    record["speedup_min_wall"] = ok["prefix_fn"]["speedup_ours_vs_this_min"] if "prefix_fn" in ok and "ours" in ok else None
+    both = "prefix_fn" in ok and "ours" in ok
+    record["speedup_min_wall"] = ok["prefix_fn"]["speedup_ours_vs_this_min"] if both else None
+    record["speedup_cpu_time"] = ok["prefix_fn"]["speedup_ours_vs_this_cpu"] if both else None
     record["speedup_vs_processor"] = ok["processor"]["speedup_ours_vs_this"] if "processor" in ok and "ours" in ok else None
     out.write_text(json.dumps(record, indent=1) + "\n")
     out.with_suffix(".md").write_text(markdown(record))
