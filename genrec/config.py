@@ -54,7 +54,7 @@ class RQVAEConfig:
     hidden_dims: list[int] = field(default_factory=lambda: [512, 256, 128])
     latent_dim: int = 32
     beta: float = 0.25  # commitment weight (TIGER, VQ-VAE)
-    epochs: int = 200
+    epochs: int = 50  # sized for <= 15 min per Beauty build on 2 CPU cores; a GPU can afford more
     batch_size: int = 1024
     lr: float = 1e-3
     weight_decay: float = 0.0
@@ -62,7 +62,7 @@ class RQVAEConfig:
     kmeans_iters: int = 20
     dead_code_reset: bool = True  # re-seed codes unused over an epoch from current residuals
     reset_every: int = 1  # epochs between dead-code checks
-    reset_until: float = 0.9  # stop resetting after this fraction of epochs, so codebooks settle
+    reset_until: float = 1.0  # reset during this fraction of the epochs (1.0: up to the last one)
     dropout: float = 0.0
     device: str = "cpu"  # cpu | cuda | auto
 

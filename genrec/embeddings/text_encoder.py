@@ -151,11 +151,11 @@ def _sha(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
 
 
-def text_embeddings(cfg, items: list[dict], dataset: str) -> torch.Tensor:
-    """Item embeddings from text, cached under ``cfg.cache_dir``.
+def cache_path(cfg, items: list[dict], dataset: str) -> tuple[str, list[str]]:
+    """The cache file for these items under ``cfg`` and the item texts.
 
-    The cache key covers the dataset name, template, encoder, pooling, normalisation, max_length and the hash
-    of every item's text, so editing any of them (or the item table) re-embeds. Returns (N, E) float32.
+    The key covers the dataset name, template, encoder, pooling, normalisation, max_length and the hash of
+    every item's text, so editing any of them (or the item table) re-embeds.
     """
     texts = [item_text(it, cfg.template) for it in items]
     key = _sha(
@@ -170,10 +170,24 @@ def text_embeddings(cfg, items: list[dict], dataset: str) -> torch.Tensor:
         }
     )[:16]
     slug = re.sub(r"[^A-Za-z0-9]+", "-", os.path.basename(cfg.encoder.rstrip("/")))
-    path = os.path.join(cfg.cache_dir, f"{dataset}_{slug}_{key}.pt")
+    return os.path.join(cfg.cache_dir, f"{dataset}_{slug}_{key}.pt"), texts
+
+
+def cache_meta(cfg, items: list[dict], dataset: str) -> dict:
+    """Metadata of the cached embeddings (encoder, seconds the cold run took, ...); {} when not cached."""
+    path = cache_path(cfg, items, dataset)[0][:-3] + ".json"
+    if not os.path.isfile(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
+
+
+def text_embeddings(cfg, items: list[dict], dataset: str) -> torch.Tensor:
+    """Item embeddings from text, cached under ``cfg.cache_dir`` (key: see ``cache_path``). Returns (N, E)."""
+    path, texts = cache_path(cfg, items, dataset)
     if os.path.isfile(path):
         return torch.load(path, weights_only=True)["embeddings"]
-    t0 = time.time()
+    t0, c0 = time.time(), time.process_time()
     emb = encode_texts(texts, cfg.encoder, cfg.batch_size, cfg.max_length, cfg.pooling, cfg.normalize)
     meta = {
         "dataset": dataset,
@@ -182,6 +196,8 @@ def text_embeddings(cfg, items: list[dict], dataset: str) -> torch.Tensor:
         "num_items": len(items),
         "dim": emb.shape[1],
         "seconds": round(time.time() - t0, 2),
+        "cpu_seconds": round(time.process_time() - c0, 2),  # summed over threads
+        "threads": torch.get_num_threads(),
         "example_text": texts[0] if texts else "",
     }
     os.makedirs(cfg.cache_dir, exist_ok=True)

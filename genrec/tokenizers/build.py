@@ -19,6 +19,7 @@ import time
 import torch
 
 from ..embeddings import embedding_sha256, item_embeddings
+from ..embeddings.text_encoder import cache_meta
 from . import build_tokenizer
 from .artifact import SemanticIds
 from .dedup import add_collision_digit
@@ -69,10 +70,10 @@ def build_sids(cfg, force: bool = False) -> SemanticIds:
     if getattr(cfg.train, "threads", 0):
         torch.set_num_threads(cfg.train.threads)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    t0 = time.time()
+    t0, c0 = time.time(), time.process_time()
     items, dataset = load_items(cfg)
     emb = item_embeddings(cfg.embedding, items, dataset)
-    t_embed = time.time() - t0
+    t_embed, c_embed = time.time() - t0, time.process_time() - c0
     emb_sha = embedding_sha256(emb)
     path = sids_path(cfg, dataset, emb_sha)
     stem = path[:-3]
@@ -82,18 +83,22 @@ def build_sids(cfg, force: bool = False) -> SemanticIds:
 
     torch.manual_seed(cfg.tokenizer.seed)
     tokenizer = build_tokenizer(cfg.tokenizer)
-    t1 = time.time()
+    t1, c1 = time.time(), time.process_time()
     codes, sizes, raw = fit_sids(tokenizer, emb, cfg.tokenizer.dedup)
-    t_fit = time.time() - t1
+    t_fit, c_fit = time.time() - t1, time.process_time() - c1
 
     report = sid_report(raw, tokenizer.codebook_sizes)
     report.update(
         dataset=dataset,
         kind=cfg.tokenizer.kind,
         embedding={"source": cfg.embedding.source, "encoder": cfg.embedding.encoder,
-                   "template": cfg.embedding.template, "dim": emb.shape[1], "sha256": emb_sha},
+                   "template": cfg.embedding.template, "dim": emb.shape[1], "sha256": emb_sha,
+                   "cache": cache_meta(cfg.embedding, items, dataset) if cfg.embedding.source == "text" else {}},
         codebook_sizes_after_dedup=sizes,
+        # Wall seconds, and CPU seconds of this process (summed over threads): on a shared machine the wall
+        # time depends on other load, the CPU time much less. An embedding-cache hit shows as ~0 embedding time.
         seconds={"embedding": round(t_embed, 2), "fit": round(t_fit, 2)},
+        cpu_seconds={"embedding": round(c_embed, 2), "fit": round(c_fit, 2)},
         artifact=path,
     )
     if hasattr(tokenizer, "history") and tokenizer.history:
@@ -112,3 +117,40 @@ def build_sids(cfg, force: bool = False) -> SemanticIds:
         json.dump(report, f, indent=1)
     log.info("semantic IDs: wrote %s", path)
     return sids
+
+
+def record_build(sids: SemanticIds, path: str, command: str, wall_seconds: float, threads: int = 0) -> dict:
+    """Write a results record for a build: its report plus provenance (command, git commit, device, date, wall
+    time), and copy the usage plot beside it as ``<path stem>.png``."""
+    import datetime
+    import platform
+    import shutil
+    import subprocess
+
+    with open(sids.extra["report"]) as f:
+        report = json.load(f)
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown"
+    cpu = "unknown"
+    if os.path.isfile("/proc/cpuinfo"):
+        names = [ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")]
+        cpu = names[0] if names else cpu
+    device = f"CPU: {os.cpu_count()} cores, {cpu}, torch {torch.__version__}, {threads or torch.get_num_threads()} threads"
+    record = {
+        "command": command,
+        "git_commit": commit,
+        "device": device,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "wall_seconds": round(wall_seconds, 2),
+        "python": platform.python_version(),
+        **report,
+    }
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    png = os.path.splitext(path)[0] + ".png"
+    shutil.copyfile(report["plot"], png)
+    record["plot"] = png
+    with open(path, "w") as f:
+        json.dump(record, f, indent=1)
+    return record

@@ -7,12 +7,14 @@ passed through the quantizer straight-through (van den Oord et al., VQ-VAE 2017)
 
 Codebook collapse is the known failure of this model, so (as TIGER does) each codebook is initialised by
 k-means on the latent residuals of the whole catalogue, and codes that no item used during an epoch are
-re-seeded from current residuals of that level (dead-code reset, as in Jukebox / SoundStream). Resets stop
-after ``reset_until`` of the schedule so the codebooks settle before the final encoding.
+re-seeded from current residuals of that level (dead-code reset, as in Jukebox / SoundStream). A reset after
+the last epoch seeds each dead code with a residual the final encoding produces, so that item takes it.
 """
 from __future__ import annotations
 
+import logging
 import math
+import time
 
 import torch
 from torch import nn
@@ -21,6 +23,8 @@ from torch.nn import functional as F
 from .base import Tokenizer
 from .kmeans import assign, sq_dists
 from .residual import fit_residual_kmeans, residual_loop
+
+log = logging.getLogger(__name__)
 
 
 def _mlp(dims: list[int], dropout: float) -> nn.Sequential:
@@ -69,9 +73,9 @@ class RQVAETokenizer(Tokenizer):
     kind = "rqvae"
 
     def __init__(self, num_levels: int = 3, codebook_size: int = 256, seed: int = 0, hidden_dims=(512, 256, 128),
-                 latent_dim: int = 32, beta: float = 0.25, epochs: int = 200, batch_size: int = 1024,
+                 latent_dim: int = 32, beta: float = 0.25, epochs: int = 50, batch_size: int = 1024,
                  lr: float = 1e-3, weight_decay: float = 0.0, kmeans_init: bool = True, kmeans_iters: int = 20,
-                 dead_code_reset: bool = True, reset_every: int = 1, reset_until: float = 0.9,
+                 dead_code_reset: bool = True, reset_every: int = 1, reset_until: float = 1.0,
                  dropout: float = 0.0, device: str = "cpu"):
         super().__init__(num_levels, codebook_size, seed)
         self.hp = dict(hidden_dims=list(hidden_dims), latent_dim=latent_dim, beta=beta, epochs=epochs,
@@ -81,6 +85,8 @@ class RQVAETokenizer(Tokenizer):
         self.config.update(self.hp)
         self.model: RQVAE | None = None
         self.in_dim = 0
+        self.mean = torch.zeros(0)  # (E,) input centre
+        self.scale = torch.ones(())  # input scale: inputs are standardised so the MLP sees unit-variance values
         self.history: list[dict] = []  # per-epoch losses and dead-code counts
 
     def _device(self) -> torch.device:
@@ -97,16 +103,25 @@ class RQVAETokenizer(Tokenizer):
 
     @torch.no_grad()
     def _reset_dead(self, model: RQVAE, x: torch.Tensor, gen: torch.Generator) -> list[int]:
-        """Re-seed each level's unused codes with residuals of randomly chosen items at that level."""
-        _, _, _, codes, residuals = model(x)
-        dead_counts = []
-        for level in range(self.num_levels):
-            used = torch.bincount(codes[:, level], minlength=self.codebook_size) > 0
-            dead = (~used).nonzero().squeeze(1)
+        """Re-seed each level's unused codes with residuals of randomly chosen items at that level.
+
+        Levels are visited in order and each level re-assigns after its reset, so level l+1 sees the
+        residuals the final encoder will see.
+        """
+        dead_counts: list[int] = []
+        books = model.codebooks.data
+
+        def reset_level(r: torch.Tensor, level: int):
+            idx = assign(r, books[level])
+            dead = (torch.bincount(idx, minlength=self.codebook_size) == 0).nonzero().squeeze(1)
             dead_counts.append(len(dead))
             if len(dead):
-                pick = torch.randperm(len(x), generator=gen)[: len(dead)].to(x.device)
-                model.codebooks.data[level, dead[: len(pick)]] = residuals[level][pick]
+                pick = torch.randperm(len(r), generator=gen)[: len(dead)].to(r.device)
+                books[level, dead[: len(pick)]] = r[pick]
+                idx = assign(r, books[level])
+            return idx, books[level][idx]
+
+        residual_loop(model.encoder(x), self.num_levels, reset_level)
         return dead_counts
 
     def fit(self, emb: torch.Tensor) -> "RQVAETokenizer":
@@ -114,7 +129,12 @@ class RQVAETokenizer(Tokenizer):
         torch.manual_seed(self.seed)
         gen = torch.Generator().manual_seed(self.seed)
         dev = self._device()
-        x = self._check_emb(emb).to(dev)
+        x = self._check_emb(emb)
+        # L2-normalised sentence embeddings have per-dimension std ~ 1/sqrt(E); standardising keeps the latent
+        # (and so the k-means codebook initialisation) on a useful scale from the first step.
+        self.mean = x.mean(0)
+        self.scale = (x - self.mean).pow(2).mean().sqrt().clamp_min(1e-8)
+        x = self._standardize(x).to(dev)
         model = self._build(x.shape[1]).to(dev)
         if hp["kmeans_init"]:
             with torch.no_grad():
@@ -125,6 +145,7 @@ class RQVAETokenizer(Tokenizer):
         n, bs = len(x), min(hp["batch_size"], len(x))
         last_reset = int(hp["epochs"] * hp["reset_until"])
         self.history = []
+        start_time = time.time()
         for epoch in range(hp["epochs"]):
             model.train()
             perm = torch.randperm(n, generator=gen).to(dev)
@@ -143,27 +164,34 @@ class RQVAETokenizer(Tokenizer):
                 model.eval()
                 row["dead"] = self._reset_dead(model, x, gen)
             self.history.append(row)
+            if (epoch + 1) % max(1, hp["epochs"] // 10) == 0:
+                log.info("rqvae epoch %d/%d loss %.5f recon %.5f dead %s (%.0f s)", epoch + 1, hp["epochs"],
+                         row["loss"], row["recon"], row.get("dead"), time.time() - start_time)
         self.model = model.eval().cpu()
         self.fitted = True
         return self
 
+    def _standardize(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.scale
+
     @torch.no_grad()
     def encode(self, emb: torch.Tensor) -> torch.Tensor:
         self._check_fitted()
-        return self.model.quantize(self.model.encoder(self._check_emb(emb)))[0]
+        return self.model.quantize(self.model.encoder(self._standardize(self._check_emb(emb))))[0]
 
     @torch.no_grad()
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         self._check_fitted()
         codes = codes.long().cpu()
         zq = sum(self.model.codebooks[l][codes[:, l]] for l in range(self.num_levels))
-        return self.model.decoder(zq)
+        return self.model.decoder(zq) * self.scale + self.mean
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return {"in_dim": torch.tensor(self.in_dim), **{f"model.{k}": v for k, v in self.model.state_dict().items()}}
+        return {"in_dim": torch.tensor(self.in_dim), "mean": self.mean, "scale": self.scale, **{f"model.{k}": v for k, v in self.model.state_dict().items()}}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         self.model = self._build(int(state["in_dim"])).eval()
+        self.mean, self.scale = state["mean"], state["scale"]
         self.model.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("model.")})
 
 

@@ -131,3 +131,15 @@ def test_tokenizer_registry_lookup_from_config():
 def test_tokenizer_lsh_rejects_non_power_of_two():
     with pytest.raises(ValueError, match="power of two"):
         TOKENIZERS["lsh"](codebook_size=100)
+
+
+def test_tokenizer_rqvae_dead_code_reset_revives_codes():
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(16, 32, generator=g)[torch.arange(256) % 16] + 0.3 * torch.randn(256, 32, generator=g)
+    # 16 tight clusters, 32 codes: without a remedy about half of the level-1 codes stay unused
+    kw = dict(num_levels=2, codebook_size=32, seed=0, epochs=3, batch_size=64, hidden_dims=[32], latent_dim=8,
+              kmeans_init=False)
+    without = TOKENIZERS["rqvae"](dead_code_reset=False, **kw).fit(x).encode(x)
+    with_reset = TOKENIZERS["rqvae"](dead_code_reset=True, **kw).fit(x).encode(x)
+    used = lambda c: len(set(c[:, 0].tolist()))  # noqa: E731
+    assert used(with_reset) == 32 and used(without) < 24

@@ -1,0 +1,60 @@
+"""build_sids end to end on the embedded tiny dataset (encoder stubbed, so no model download or load)."""
+import json
+import os
+
+import pytest
+import torch
+
+from genrec.config import load_config
+from genrec.embeddings import text_encoder
+from genrec.tokenizers import SemanticIds, build_sids, load_tokenizer
+from genrec.tokenizers import build as build_mod
+
+
+def _fake_encode(texts, *args, **kwargs):
+    # Content-dependent vectors: items of one product type land near each other.
+    vecs = []
+    for t in texts:
+        g = torch.Generator().manual_seed(sum(map(ord, t.split(".")[0].split()[-3:][0])) % 1000)
+        vecs.append(torch.randn(16, generator=g) + 0.01 * len(t))
+    return torch.nn.functional.normalize(torch.stack(vecs), dim=-1)
+
+
+@pytest.fixture
+def cfg(tmp_path, monkeypatch):
+    monkeypatch.setattr(text_encoder, "encode_texts", _fake_encode)
+    return load_config([], [
+        "data.name=tiny", f"embedding.cache_dir={tmp_path}/emb", f"tokenizer.out_dir={tmp_path}/sids",
+        "tokenizer.kind=rkmeans", "tokenizer.codebook_size=8", "tokenizer.num_levels=2",
+    ])
+
+
+def test_build_sids_writes_artifact_report_and_plot(cfg):
+    sids = build_sids(cfg)
+    assert sids.num_items == 240 and sids.num_levels == 3
+    assert sids.codebook_sizes[:2] == [8, 8] and sids.codebook_sizes[2] >= 1
+    assert len(torch.unique(sids.codes, dim=0)) == 240
+    assert sids.dataset == "tiny" and len(sids.embedding_sha256) == 64 and sids.tokenizer == "rkmeans"
+    report = json.load(open(sids.extra["report"]))
+    assert report["codebook_sizes_after_dedup"] == sids.codebook_sizes
+    assert report["collisions"]["max_group"] == sids.codebook_sizes[-1]
+    assert [lv["codebook_size"] for lv in report["levels"]] == [8, 8]
+    assert os.path.isfile(report["plot"])
+    # the saved tokenizer re-encodes a "new" item to the same prefix without refitting
+    tok = load_tokenizer(sids.tokenizer_path)
+    assert tok.num_levels == 2
+
+
+def test_build_sids_second_call_loads(cfg, monkeypatch):
+    first = build_sids(cfg)
+    monkeypatch.setattr(build_mod, "fit_sids", lambda *a, **k: pytest.fail("refitted instead of loading"))
+    second = build_sids(cfg)
+    assert torch.equal(first.codes, second.codes) and first.codebook_sizes == second.codebook_sizes
+
+
+def test_build_sids_key_changes_with_tokenizer_config(cfg):
+    a = build_sids(cfg)
+    cfg.tokenizer.seed = 1
+    b = build_sids(cfg)
+    assert a.extra["report"] != b.extra["report"]
+    assert isinstance(SemanticIds.load(a.extra["report"].replace(".report.json", ".pt")), SemanticIds)
