@@ -27,12 +27,16 @@ from .report import plot_usage, sid_report
 
 log = logging.getLogger(__name__)
 
+# Part of every artifact key: bump when a change to the fitting code changes the codes a config produces, so
+# artifacts built by older code are not silently reused. (2: RQ-VAE input standardisation, level-wise reset.)
+FIT_VERSION = 2
+
 
 def sids_path(cfg, dataset: str, emb_sha: str) -> str:
     """Artifact path for this dataset, embedding and tokenizer config."""
     tcfg = dataclasses.asdict(cfg.tokenizer)
     tcfg.pop("out_dir")
-    key = hashlib.sha256(json.dumps({"emb": emb_sha, "tok": tcfg}, sort_keys=True).encode()).hexdigest()[:12]
+    key = hashlib.sha256(json.dumps({"emb": emb_sha, "tok": tcfg, "v": FIT_VERSION}, sort_keys=True).encode()).hexdigest()[:12]
     return os.path.join(cfg.tokenizer.out_dir, f"{dataset}_{cfg.tokenizer.kind}_{key}.pt")
 
 
