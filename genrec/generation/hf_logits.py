@@ -158,7 +158,9 @@ def _hidden_generation_config(model) -> Iterator[None]:
         model.generation_config = saved
 
 
-def generate_constrained(model, generation_config: GenerationConfig, processor: LogitsProcessor | None = None, **inputs):
+def generate_constrained(
+    model, generation_config: GenerationConfig, processor: LogitsProcessor | None = None, **inputs
+):
     """``model.generate(**inputs)`` with exactly ``generation_config`` (the checkpoint's config is hidden for the
     call) and the trie processor. Extra generate kwargs (e.g. ``prefix_allowed_tokens_fn``) pass through ``inputs``.
 

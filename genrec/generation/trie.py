@@ -124,7 +124,9 @@ class SidTrie:
 
     def to(self, device: torch.device | str) -> "SidTrie":
         """Return a copy of the trie on ``device``."""
-        tables = [t.to(device) if isinstance(t, torch.Tensor) else (t[0].to(device), t[1].to(device)) for t in self.tables]
+        tables = [
+            t.to(device) if isinstance(t, torch.Tensor) else (t[0].to(device), t[1].to(device)) for t in self.tables
+        ]
         return SidTrie(tables, self.codebook_sizes, self.num_items)
 
     @property
