@@ -195,4 +195,4 @@ class RQVAETokenizer(Tokenizer):
         self.model.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("model.")})
 
 
-__all__ = ["RQVAE", "RQVAETokenizer", "assign"]
+__all__ = ["RQVAE", "RQVAETokenizer"]
