@@ -96,3 +96,17 @@ class SemanticIds:
         self.codes = torch.cat([self.codes, new])
         self.codebook_sizes = [*self.codebook_sizes[:-1], max(self.codebook_sizes[-1], need)]
         return new
+
+    def add_embeddings(self, emb: torch.Tensor, grow: bool = False) -> torch.Tensor:
+        """Encode new items' content embeddings (M, E) with the saved tokenizer (no refit) and append them;
+        see ``add_items`` for the collision digit. Returns their codes (M, L)."""
+        from .base import load_tokenizer
+
+        if not self.tokenizer_path or not os.path.isfile(self.tokenizer_path):
+            raise FileNotFoundError(f"fitted tokenizer {self.tokenizer_path!r} not found; rebuild the semantic IDs")
+        prefixes = load_tokenizer(self.tokenizer_path).encode(emb)
+        return self.add_items(prefixes, grow=grow) if self.dedup else self._append_raw(prefixes)
+
+    def _append_raw(self, codes: torch.Tensor) -> torch.Tensor:
+        self.codes = torch.cat([self.codes, codes.long()])
+        return codes.long()

@@ -40,9 +40,16 @@ def test_build_sids_writes_artifact_report_and_plot(cfg):
     assert report["collisions"]["max_group"] == sids.codebook_sizes[-1]
     assert [lv["codebook_size"] for lv in report["levels"]] == [8, 8]
     assert os.path.isfile(report["plot"])
-    # the saved tokenizer re-encodes a "new" item to the same prefix without refitting
+    # the saved tokenizer encodes "new" items without refitting: copies of items 1 and 2 get their prefixes
+    # and the next free collision digits
     tok = load_tokenizer(sids.tokenizer_path)
     assert tok.num_levels == 2
+    emb = torch.load(next(p for p in (os.path.join(cfg.embedding.cache_dir, f) for f in os.listdir(cfg.embedding.cache_dir))
+                          if p.endswith(".pt")))["embeddings"]
+    before = sids.codes.clone()
+    new = sids.add_embeddings(emb[:2], grow=True)
+    assert torch.equal(new[:, :2], before[:2, :2]) and sids.num_items == 242
+    assert len(torch.unique(sids.codes, dim=0)) == 242
 
 
 def test_build_sids_second_call_loads(cfg, monkeypatch):
