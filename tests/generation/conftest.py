@@ -21,7 +21,3 @@ def random_codes(n, sizes, seed):
 @pytest.fixture(name="random_codes")
 def random_codes_fixture():
     return random_codes
-
-
-def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: test takes more than 5 s")

@@ -55,7 +55,7 @@ def t5_search(model, trie, enc_ids, beam):
     return constrained_beam_search(step, trie, batch_size=enc_ids.shape[0], beam_size=beam)
 
 
-@pytest.mark.parametrize("beam", [3, 20])
+@pytest.mark.parametrize("beam", [3, pytest.param(20, marks=pytest.mark.slow)])
 def test_t5_search_equals_generate_with_the_trie_processor(random_codes, beam):
     codes = random_codes(15, SIZES, 0)
     trie = SidTrie.from_codes(codes, SIZES)
