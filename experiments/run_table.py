@@ -240,7 +240,9 @@ def execute(jobs: list[Job], launch: Callable[[list[str], str], int] = subproces
             echo: Callable[[str], None] = print) -> list[Job]:
     """Launch every job without a record; a job that fails (or writes no record) is marked failed, the rest go on."""
     todo = []
-    for job in jobs:
+    # Seed-major order: every cell gets its first seed before any cell gets its second, so a table cut short
+    # still has one result per cell.
+    for _, _, job in sorted((j.seed, i, j) for i, j in enumerate(jobs)):
         if os.path.isfile(job.record):
             job.status = "done"
         else:
@@ -458,7 +460,12 @@ def main(argv: list[str] | None = None) -> int:
     missing_msg = (f"table {table.name} needs data that is not on this machine: "
                    + "; ".join(f"{d} (looked for {p})" for d, p in sorted(missing.items()))
                    + ". Set $GENREC_DATA_ROOT (or data.root) to the folder that holds it, or leave those cells out "
-                     "with --cells.")
+                     "with --cells.") if missing else ""
+    acc = next((j.argv[j.argv.index("--config_file") + 1] for j in jobs if "--config_file" in j.argv), "")
+    if acc and not os.path.isfile(acc):
+        missing_msg = (missing_msg + " " if missing else "") + \
+            f"The accelerate config {acc} does not exist: write it with `accelerate config --config_file {acc}`."
+        missing = missing or {"accelerate config": acc}
     if args.dry_run:
         for job in jobs:
             state = "done, skipped" if os.path.isfile(job.record) else "to run"
