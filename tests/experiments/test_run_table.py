@@ -163,3 +163,12 @@ def test_run_table_end_to_end_one_epoch_sasrec(tmp_path, monkeypatch):
     assert run_table.main(args) == 0
     md = open(tmp_path / "res" / "tables" / "e2e.md").read()
     assert "| SASRec | ours | 1 | " in md
+
+
+def test_run_table_missing_accelerate_config_fails_up_front(table, tmp_path, capsys):
+    args = [table, "--launcher", "accelerate", "--accelerate-config", str(tmp_path / "none.yaml"),
+            "--output-dir", str(tmp_path / "runs")]
+    assert run_table.main(args) == 2
+    assert f"accelerate config {tmp_path / 'none.yaml'} does not exist" in capsys.readouterr().err
+    assert run_table.main([*args, "--dry-run"]) == 0  # the dry run still prints the commands, with a note
+    assert not os.path.exists(tmp_path / "runs")
