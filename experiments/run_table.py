@@ -348,7 +348,7 @@ def to_markdown(table: Table, rows: list[dict]) -> str:
             if r["failed"]:
                 src += f", failed seeds {r['failed']}"
             if r["missing"]:
-                src += f", not run seeds {r['missing']}"
+                src += f", no result yet for seeds {r['missing']}"
             n = str(r["n"])
         else:
             label = r["cell"] or r["published_row"]
