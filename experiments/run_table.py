@@ -250,7 +250,18 @@ def execute(jobs: list[Job], launch: Callable[[list[str], str], int] = subproces
     echo(f"{len(jobs) - len(todo)} of {len(jobs)} runs already have records; launching {len(todo)}")
 
     def one(job: Job) -> Job:
+        if os.path.isfile(job.record):  # finished meanwhile (another runner)
+            job.status = "done"
+            return job
+        lock = os.path.join(job.cfg.output_dir, job.name + ".table-lock")
+        if _locked(lock):
+            echo(f"[busy] {job.cell.label} seed {job.seed}: another runner is training it ({lock}); not launched")
+            job.status = "pending"
+            return job
         echo(f"[start] {job.cell.label} seed {job.seed}: {job.name} (log: {job.log})")
+        os.makedirs(os.path.dirname(lock) or ".", exist_ok=True)
+        with open(lock, "w") as f:
+            f.write(str(os.getpid()))
         t0 = time.time()
         try:
             job.returncode = launch(job.argv, job.log)
@@ -258,6 +269,8 @@ def execute(jobs: list[Job], launch: Callable[[list[str], str], int] = subproces
             job.returncode = -1
             with open(job.log, "a") as f:
                 f.write(f"launch failed: {e!r}\n")
+        finally:
+            os.remove(lock)
         job.seconds = time.time() - t0
         job.status = "ran" if job.returncode == 0 and os.path.isfile(job.record) else "failed"
         echo(f"[{job.status}] {job.cell.label} seed {job.seed} in {job.seconds:.0f}s (exit {job.returncode})")
@@ -270,6 +283,16 @@ def execute(jobs: list[Job], launch: Callable[[list[str], str], int] = subproces
         for job in todo:
             one(job)
     return jobs
+
+
+def _locked(path: str) -> bool:
+    """True if ``path`` names a runner process that is still alive (two runners never train the same run)."""
+    try:
+        with open(path) as f:
+            os.kill(int(f.read().strip()), 0)
+        return True
+    except (OSError, ValueError):
+        return False
 
 
 # ---------------------------------------------------------------------------------------- aggregation
