@@ -107,6 +107,7 @@ def main(argv=None) -> int:
         return 0
 
     t0 = time.time()
+    load_before = os.getloadavg()  # timings on a shared machine depend on what else runs
     cells = []
     for kernel in a.kernels:
         for t in lengths:
@@ -137,6 +138,7 @@ def main(argv=None) -> int:
         "precision": "bf16 autocast" if cuda else "fp32",
         "dim": a.dim, "heads": a.heads, "tokens_per_step": tokens, "timed_steps": steps,
         "memory": "CUDA max_memory_allocated growth" if cuda else "peak RSS over warm-up + timed steps minus RSS before them (upper bound)",
+        "load_average_before_after": [list(load_before), list(os.getloadavg())],
         "results": cells,
     }
     write_record(out, record)
