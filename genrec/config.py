@@ -195,6 +195,7 @@ class TrainConfig:
     threads: int = 0  # torch.set_num_threads on CPU; 0 leaves torch's default
     resume: bool = True  # continue from the run folder's last checkpoint when there is one
     checkpoint_steps: int = 0  # > 0 also checkpoints every N optimiser steps inside an epoch
+    finish: bool = False  # stop a resumed run here: test its best weights and write the record (noted in it)
 
 
 @dataclass

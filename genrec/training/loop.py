@@ -38,12 +38,13 @@ def run_name(cfg: ExperimentConfig) -> str:
     if cfg.name:
         return cfg.name
     stems = ["-".join(p.replace(".yaml", "").split("/")[-2:]) for p in cfg.sources if p.endswith(".yaml")]
-    ignore = ("seed=", "name=", "output_dir=", "results_dir=", "train.progress=", "train.threads=", "train.resume=")
+    ignore = ("seed=", "name=", "output_dir=", "results_dir=", "train.progress=", "train.threads=", "train.resume=",
+              "train.finish=")
     overrides = [o for o in cfg.sources if not o.endswith(".yaml") and not o.startswith(ignore)]
     resolved = to_dict(cfg)
     for key in ("sources", "output_dir", "results_dir", "name"):
         resolved.pop(key, None)
-    resolved["train"] = {k: v for k, v in resolved["train"].items() if k not in ("progress", "threads", "resume")}
+    resolved["train"] = {k: v for k, v in resolved["train"].items() if k not in ("progress", "threads", "resume", "finish")}
     digest = hashlib.sha1(json.dumps(resolved, sort_keys=True).encode()).hexdigest()[:6]
     parts = ["_".join(stems) or f"{cfg.model.kind}-{cfg.data.name}"]
     if overrides:
@@ -200,6 +201,9 @@ def train(cfg: ExperimentConfig) -> dict:
     if tc.resume and ckpt.exists():
         state = ckpt.load()
         accelerator.print(f"resumed {run_dir} at epoch {state['epoch']} batch {state['batch_in_epoch']}")
+        if tc.finish and not state["done"]:
+            state.update(done=True, finished_by_user_at_epoch=state["epoch"])
+            accelerator.print("train.finish=true: testing the best weights so far")
     accelerator.init_trackers(name.replace("/", "-"), config=_flat(to_dict(cfg)))
     best_path = os.path.join(run_dir, "best_model.pt")
     seg_start = time.time()
@@ -296,6 +300,7 @@ def train(cfg: ExperimentConfig) -> dict:
         "user_subset": cfg.eval.max_users or None,
         "best_epoch": state["best_epoch"],
         "epochs_run": state["epoch"],
+        "finished_by_user_at_epoch": state.get("finished_by_user_at_epoch"),  # train.finish=true: not converged
         "global_steps": state["global_step"],
         "train_seconds": round(state["train_seconds"], 1),
         "wall_seconds": round(time.time() - t0, 1),
