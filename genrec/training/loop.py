@@ -27,7 +27,7 @@ from ..data import TRAIN_DATASETS, EvalDataset, Split, collate, load_dataset
 from ..evaluation import evaluate
 from ..models import GENERATIVE, ModelContext, build_model
 from .optim import build_optimizer
-from .records import device_description, write_record
+from .records import device_description, git_commit, write_record
 
 log = logging.getLogger(__name__)
 logging.getLogger("accelerate").setLevel(logging.WARNING)  # one line per checkpoint file is noise
@@ -156,6 +156,7 @@ def train(cfg: ExperimentConfig) -> dict:
         The result record (also written to ``<results_dir>/runs/<dataset>/<run name>.json``).
     """
     t0 = time.time()
+    commit = git_commit()  # the code this run started with (a record is written at the end)
     tc = cfg.train
     precision = tc.precision if tc.precision != "auto" else ("bf16" if torch.cuda.is_available() else "no")
     name = run_name(cfg)
@@ -292,6 +293,7 @@ def train(cfg: ExperimentConfig) -> dict:
     record = {
         "dataset": cfg.data.name,
         "model": cfg.model.kind,
+        "git_commit": commit,
         "split": main_split,
         "metrics": results[main_split],
         "all_splits": results,
