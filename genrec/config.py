@@ -190,7 +190,7 @@ class TrainConfig:
     monitor: str = "ndcg@10"
     checkpoint_every: int = 1  # epochs between checkpoints
     log_every: int = 50  # optimiser steps between loss logs
-    trackers: list[str] = field(default_factory=lambda: ["tensorboard"])  # + "wandb" (offline by default)
+    trackers: list[str] = field(default_factory=lambda: ["tensorboard", "wandb"])  # wandb: when installed; offline unless logged in
     progress: bool = True
     threads: int = 0  # torch.set_num_threads on CPU; 0 leaves torch's default
     resume: bool = True  # continue from the run folder's last checkpoint when there is one

@@ -53,17 +53,25 @@ def run_name(cfg: ExperimentConfig) -> str:
     return "__".join(parts)
 
 
+def _wandb_logged_in() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    netrc = os.path.expanduser("~/.netrc")
+    return os.path.isfile(netrc) and "api.wandb.ai" in open(netrc).read()
+
+
 def _trackers(cfg: ExperimentConfig) -> list[str]:
+    """Tensorboard always; wandb when installed: offline unless the user is logged in (or sets WANDB_MODE)."""
     out = []
     for name in cfg.train.trackers:
         if name == "wandb":
             try:
                 import wandb  # noqa: F401
             except ImportError:
-                log.warning("train.trackers has 'wandb' but wandb is not installed; logging to tensorboard only")
+                log.debug("wandb is not installed; logging to tensorboard only (pip install 'genrec[wandb]')")
                 continue
-            if "WANDB_MODE" not in os.environ and not os.environ.get("WANDB_API_KEY"):
-                os.environ["WANDB_MODE"] = "offline"  # online only for a logged-in user
+            if "WANDB_MODE" not in os.environ and not _wandb_logged_in():
+                os.environ["WANDB_MODE"] = "offline"
         out.append(name)
     return out
 
@@ -205,7 +213,9 @@ def train(cfg: ExperimentConfig) -> dict:
         if tc.finish and not state["done"]:
             state.update(done=True, finished_by_user_at_epoch=state["epoch"])
             accelerator.print("train.finish=true: testing the best weights so far")
-    accelerator.init_trackers(name.replace("/", "-"), config=_flat(to_dict(cfg)))
+    # One wandb project for all runs, each named by its config delta and seed; tensorboard writes under run_dir.
+    accelerator.init_trackers("genrec", config=_flat(to_dict(cfg)),
+                              init_kwargs={"wandb": {"name": name, "dir": run_dir}})
     best_path = os.path.join(run_dir, "best_model.pt")
     seg_start = time.time()
 
