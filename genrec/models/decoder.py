@@ -26,13 +26,13 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..attention import get_attention
 from ..config import lookup
+from ..data.sequences import NextItemDataset, SequenceDataset, left_pad
 from .base import ModelContext, Output
 
 PAD, BOS, NUM_SPECIAL = 0, 1, 2
@@ -133,22 +133,13 @@ class Block(nn.Module):
 
 
 # ------------------------------------------------------------------------------------------------- model
-class UserSequenceDataset(torch.utils.data.Dataset):
+class UserSequenceDataset(SequenceDataset):
     """``loss_on="all"``: one example per user, its last ``max_history + 1`` training items as history + target."""
-
-    def __init__(self, split):
-        from ..data import left_pad
-
-        self.split, self.left_pad = split, left_pad
-        self.users = np.array([u for u in range(split.data.num_users) if len(split.train_sequence(u)) >= 2])
-
-    def __len__(self) -> int:
-        return len(self.users)
 
     def __getitem__(self, i: int) -> dict:
         u = int(self.users[i])
         seq = self.split.train_sequence(u)[-(self.split.max_history + 1):]
-        history = torch.from_numpy(self.left_pad(seq[:-1], self.split.max_history))
+        history = torch.from_numpy(left_pad(seq[:-1], self.split.max_history))
         return {"user": u, "history": history, "target": int(seq[-1])}
 
 
@@ -215,7 +206,6 @@ class DecoderRecommender(nn.Module):
                    max_history=cfg.data.max_history, beam_size=cfg.eval.beam_size)
 
     def train_dataset(self, split, ctx=None):
-        from ..data import NextItemDataset
 
         return UserSequenceDataset(split) if self.loss_on == "all" else NextItemDataset(split)
 
