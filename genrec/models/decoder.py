@@ -206,7 +206,6 @@ class DecoderRecommender(nn.Module):
                    max_history=cfg.data.max_history, beam_size=cfg.eval.beam_size)
 
     def train_dataset(self, split, ctx=None):
-
         return UserSequenceDataset(split) if self.loss_on == "all" else NextItemDataset(split)
 
     # ------------------------------------------------------------------------------------------ inputs
