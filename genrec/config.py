@@ -206,6 +206,9 @@ class EvalConfig:
     max_users: int = 0  # > 0 evaluates a fixed random subset of users (stated in the record)
     valid_max_users: int = 0  # > 0 overrides max_users for validation only (cheap early stopping)
     splits: list[str] = field(default_factory=lambda: ["valid", "test"])
+    # Rank only items outside the user's history (RecBole / RePlay full-sort protocol). Off: TIGER's protocol,
+    # every item is a candidate. Records and tables name the protocol.
+    exclude_history: bool = False
 
 
 @dataclass

@@ -8,32 +8,44 @@ from __future__ import annotations
 import torch
 from tqdm.auto import tqdm
 
-from .metrics import list_validity, metrics_from_ranks, ranks_from_lists, ranks_from_scores
+from .metrics import (drop_seen_items, list_validity, mask_seen_scores, metrics_from_ranks, ranks_from_lists,
+                      ranks_from_scores)
 
 
 @torch.no_grad()
 def evaluate(model, loader, accelerator, ks: list[int], num_items: int, desc: str = "eval",
-             progress: bool = True) -> dict:
+             progress: bool = True, exclude_history: bool = False) -> dict:
     """Rank every example's target over the full catalog and return Recall/NDCG@K plus list validity counts.
 
     Args:
         model: a prepared model; its unwrapped module provides ``score(batch)`` or ``recommend(batch, k)``.
         loader: a prepared loader of ``{"user", "history", "target"}`` batches.
+        exclude_history: rank only items outside the user's history (RecBole / RePlay "filter seen items"). Score
+            models get ``-inf`` on seen items; generative models are asked for ``max(ks) + T`` items (T = history
+            columns, so their beam widens to at least that) and seen items are dropped from the list.
     Returns:
-        {"recall@5": ..., "ndcg@5": ..., ..., "users": n, "invalid_ids": n, "duplicate_ids": n}
+        {"recall@5": ..., "ndcg@5": ..., ..., "users": n, "invalid_ids": n, "duplicate_ids": n}; with
+        ``exclude_history`` also "seen_targets": targets that were in their user's history (ranked as misses).
     """
     net = accelerator.unwrap_model(model)
     was_training = net.training
     net.eval()
     k = max(ks)
-    ranks, validity = [], []
+    ranks, validity, seen = [], [], []
     for batch in tqdm(loader, desc=desc, disable=not (progress and accelerator.is_local_main_process), leave=False):
+        history = batch["history"]
+        if exclude_history:
+            seen.append(accelerator.gather_for_metrics((history == batch["target"][:, None]).any(1)))
         if hasattr(net, "score"):
-            r = ranks_from_scores(net.score(batch), batch["target"])
+            scores = net.score(batch)
+            r = ranks_from_scores(mask_seen_scores(scores, history) if exclude_history else scores, batch["target"])
         else:
-            items, _ = net.recommend(batch, k)  # the model's beam width comes from its config (eval.beam_size)
-            if items.shape[1] > k:
-                raise ValueError(f"recommend returned {items.shape[1]} items for k={k}")
+            want = k + history.shape[1] if exclude_history else k
+            items, _ = net.recommend(batch, want)  # the model's beam width comes from its config (eval.beam_size)
+            if items.shape[1] > want:
+                raise ValueError(f"recommend returned {items.shape[1]} items for k={want}")
+            if exclude_history:
+                items = drop_seen_items(items, history, k)
             r = ranks_from_lists(items, batch["target"])
             validity.append(accelerator.gather_for_metrics(list_validity(items, num_items)))
         ranks.append(accelerator.gather_for_metrics(r))  # per batch: drops the last batch's padding duplicates
@@ -43,5 +55,7 @@ def evaluate(model, loader, accelerator, ks: list[int], num_items: int, desc: st
     if validity:
         counts = torch.cat(validity).sum(0).tolist()
         out["invalid_ids"], out["duplicate_ids"] = int(counts[0]), int(counts[1])
+    if seen:
+        out["seen_targets"] = int(torch.cat(seen).sum())
     net.train(was_training)
     return out

@@ -51,6 +51,28 @@ def ranks_from_lists(items: torch.Tensor, targets: torch.Tensor) -> torch.Tensor
     return pos.min(1).values if items.shape[1] else torch.full_like(targets, MISS)
 
 
+def mask_seen_scores(scores: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
+    """Scores with the items of each user's history set to ``-inf`` (a copy); column 0 (padding) included.
+
+    The "exclude seen items" protocol of RecBole's and RePlay's full-sort evaluation. A target that is itself in
+    the history then ranks last: the protocol assumes a user does not consume an item twice.
+    """
+    return scores.float().scatter(1, history.long(), float("-inf"))
+
+
+def drop_seen_items(items: torch.Tensor, history: torch.Tensor, k: int) -> torch.Tensor:
+    """The first ``k`` items of each ranked list that are not in the user's history (0 where fewer remain).
+
+    Args:
+        items: (B, K') ranked item ids, best first, K' >= k.
+        history: (B, T) item ids, 0 = padding.
+    """
+    seen = (items[:, :, None] == history[:, None, :]).any(-1) & (items > 0)
+    order = torch.sort(seen.to(torch.int8), dim=1, stable=True).indices  # unseen first, in their ranked order
+    kept = items.gather(1, order).masked_fill(seen.gather(1, order), 0)
+    return kept[:, :k]
+
+
 def list_validity(items: torch.Tensor, num_items: int) -> torch.Tensor:
     """Per list: (B, 2) counts of invalid ids (outside 1..N) and of ids repeated within the list."""
     invalid = ((items < 1) | (items > num_items)).sum(1)

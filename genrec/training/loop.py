@@ -288,7 +288,7 @@ def train(cfg: ExperimentConfig) -> dict:
         state["epoch"], state["batch_in_epoch"] = epoch + 1, 0
         if (epoch + 1) % tc.eval_every == 0 or state["done"] or epoch + 1 == tc.epochs:
             metrics = evaluate(model, valid_loader, accelerator, cfg.eval.ks, data.num_items,
-                               desc="valid", progress=tc.progress)
+                               desc="valid", progress=tc.progress, exclude_history=cfg.eval.exclude_history)
             value = metrics[tc.monitor]
             accelerator.log({f"valid/{k}": v for k, v in metrics.items()}, step=state["global_step"])
             state["history"].append({"epoch": epoch + 1, "step": state["global_step"], **metrics})
@@ -320,7 +320,8 @@ def train(cfg: ExperimentConfig) -> dict:
     for split_name in cfg.eval.splits:
         loader = eval_loader(split_name, cfg.eval.max_users)
         results[split_name] = evaluate(model, loader, accelerator, cfg.eval.ks, data.num_items,
-                                       desc=split_name, progress=tc.progress)
+                                       desc=split_name, progress=tc.progress,
+                                       exclude_history=cfg.eval.exclude_history)
     accelerator.log({f"final/{s}/{k}": v for s, m in results.items() for k, v in m.items()})
     accelerator.end_training()
 
@@ -330,6 +331,7 @@ def train(cfg: ExperimentConfig) -> dict:
         "model": cfg.model.kind,
         "git_commit": commit,
         "split": main_split,
+        "protocol": "exclude_history" if cfg.eval.exclude_history else "all_items",  # candidates ranked
         "metrics": results[main_split],
         "all_splits": results,
         "run_name": name,

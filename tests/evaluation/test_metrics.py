@@ -3,7 +3,8 @@ import math
 import pytest
 import torch
 
-from genrec.evaluation.metrics import MISS, list_validity, metrics_from_ranks, ranks_from_lists, ranks_from_scores
+from genrec.evaluation.metrics import (MISS, drop_seen_items, list_validity, mask_seen_scores, metrics_from_ranks,
+                                      ranks_from_lists, ranks_from_scores)
 
 
 def test_metrics_hand_computed():
@@ -59,3 +60,36 @@ def test_score_and_list_paths_agree():
     from_lists = metrics_from_ranks(ranks_from_lists(top, targets), [5, 10])
     from_scores = metrics_from_ranks(ranks_from_scores(scores, targets), [5, 10])
     assert from_lists == pytest.approx(from_scores)
+
+
+def test_mask_seen_scores_hand_checked():
+    # items 1..5; user history [0, 2, 4] (0 = padding); target 3
+    scores = torch.tensor([[0.0, 0.9, 0.8, 0.5, 0.7, 0.1]])
+    history = torch.tensor([[0, 2, 4]])
+    target = torch.tensor([3])
+    assert ranks_from_scores(scores, target).item() == 3  # 0.9, 0.8, 0.7 are ahead
+    masked = mask_seen_scores(scores, history)
+    assert ranks_from_scores(masked, target).item() == 1  # only item 1 is ahead once 2 and 4 are out
+    assert scores[0, 2] == 0.8  # the input is not modified
+    # a target inside the history ranks last under this protocol
+    assert ranks_from_scores(masked, torch.tensor([2])).item() == 4  # 0-based: last of 5
+
+
+def test_drop_seen_items_keeps_order_and_pads():
+    items = torch.tensor([[5, 2, 7, 4, 1], [3, 3, 6, 0, 8]])
+    history = torch.tensor([[0, 2, 4], [0, 0, 3]])
+    assert drop_seen_items(items, history, 3).tolist() == [[5, 7, 1], [6, 0, 8]]
+    assert drop_seen_items(items, history, 5).tolist() == [[5, 7, 1, 0, 0], [6, 0, 8, 0, 0]]
+
+
+def test_seen_filtering_agrees_between_score_and_list_paths():
+    torch.manual_seed(1)
+    scores = torch.randn(32, 41)
+    history = torch.randint(0, 41, (32, 6))
+    targets = torch.randint(1, 41, (32,))
+    s = scores.clone()
+    s[:, 0] = -float("inf")
+    top = s.topk(10 + 6, dim=1).indices  # as many extra items as history columns
+    from_lists = ranks_from_lists(drop_seen_items(top, history, 10), targets)
+    from_scores = ranks_from_scores(mask_seen_scores(scores, history), targets)
+    assert metrics_from_ranks(from_lists, [5, 10]) == pytest.approx(metrics_from_ranks(from_scores, [5, 10]))
