@@ -132,6 +132,10 @@ class TigerConfig:
     relative_attention_max_distance: int = 128
     softmax: str = "full"  # full: log_softmax over the whole vocab (paper's CE) | level: over the level's codes
     encoder_chunk: int = 0  # > 0: encode length-sorted chunks of this many rows, each trimmed (same result, less padding)
+    encoder_eos: bool = False  # end the encoder input with </s>, as T5 inputs do
+    # > 0 (at least data.max_history): add a learned embedding of each history token's recency (1 = the latest
+    # item) to the encoder input. Plain T5 has only relative positions, so finding the latest item is slow to learn.
+    recency_positions: int = 0
 
 
 @dataclass

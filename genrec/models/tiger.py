@@ -4,6 +4,12 @@ Rajput et al., "Recommender Systems with Generative Retrieval", NeurIPS 2023. Ea
 semantic-ID codes (RQ-VAE levels plus a collision digit). The encoder reads a hashed user token followed by
 the codes of the user's recent items; the decoder emits the L codes of the next item, one level per step.
 
+Optional, off in the paper configs: ``recency_positions`` adds a learned embedding of each history token's recency
+(1 = latest item) to the encoder input, and ``encoder_eos`` ends the input with </s>. T5 has relative positions
+only and its cross-attention none, so the decoder must learn to find the latest item's codes among up to 80
+look-alike tokens; on the embedded tiny shop (next item = successor of the last one, 70 %) plain T5 stalls at
+valid NDCG@10 0.09 after 15 epochs, 0.48 with a one-item history, and 0.35 with recency positions.
+
 The transformer is ``transformers.T5ForConditionalGeneration`` built from a ``T5Config`` (no download):
 reproductions that wrote their own encoder-decoder landed far below the paper until they switched to a standard
 T5 block, so we use the reference implementation rather than re-deriving it. Paper setup (Section 4): 4 encoder +
@@ -100,6 +106,7 @@ class TigerModel(nn.Module):
         self.softmax = tcfg.softmax
         self.beam_size = int(beam_size)
         self.encoder_chunk = int(tcfg.encoder_chunk)
+        self.encoder_eos = bool(tcfg.encoder_eos)
         starts = [NUM_SPECIAL + self.num_user_tokens]
         for k in self.codebook_sizes[:-1]:
             starts.append(starts[-1] + k)
@@ -108,11 +115,20 @@ class TigerModel(nn.Module):
         self.register_buffer("sid_codes", sid_codes.long().clone())  # (N + 1, L)
         self.register_buffer("offsets", torch.tensor(starts, dtype=torch.long), persistent=False)  # (L,)
         self.t5 = T5ForConditionalGeneration(t5_config(tcfg, self.vocab_size))
+        # Optional learned embedding of each history token's recency (see TigerConfig.recency_positions).
+        self.recency = None
+        if tcfg.recency_positions:
+            self.recency = nn.Embedding(tcfg.recency_positions + 1, tcfg.d_model)
+            nn.init.normal_(self.recency.weight, std=1.0)  # the scale of T5's token embeddings
         self.t5.generation_config.do_sample = False  # never sample, even if someone calls generate()
         self._trie = None
 
     @classmethod
     def from_config(cls, cfg, ctx: ModelContext) -> "TigerModel":
+        rp = cfg.model.tiger.recency_positions
+        if rp and rp < cfg.data.max_history:
+            raise ValueError(f"model.tiger.recency_positions={rp} must be 0 or >= data.max_history="
+                             f"{cfg.data.max_history} (one position per history item)")
         return cls(cfg.model.tiger, ctx.sid_codes, ctx.codebook_sizes, beam_size=cfg.eval.beam_size)
 
     # ------------------------------------------------------------------------------------------ inputs
@@ -121,27 +137,42 @@ class TigerModel(nn.Module):
         tok = self.sid_codes[items] + self.offsets  # (..., L)
         return tok.masked_fill((items == 0).unsqueeze(-1), PAD)
 
-    def encoder_inputs(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Encoder tokens ``[pad..., user, codes of history items...]`` and their mask, both (B, S).
+    def encoder_inputs(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Encoder tokens ``[pad..., user, codes of history items..., (eos)]``, their mask and recency, all (B, S).
 
         The whole sequence is left-padded (the user token sits right before the first item) so that T5's relative
         positions between real tokens do not depend on padding; all-padding leading columns are trimmed.
+        ``recency`` is 1 for the codes of the most recent item, 2 for the one before, ..., and 0 for the user,
+        end and padding tokens (used by ``model.tiger.recency_positions``).
         """
         history = batch["history"]  # (B, T), left-padded
         B, T = history.shape
-        seq = self.item_tokens(history).reshape(B, T * self.num_levels)  # (B, T*L)
+        L = self.num_levels
+        seq = self.item_tokens(history).reshape(B, T * L)  # (B, T*L)
+        rec = torch.arange(T, 0, -1, device=history.device).repeat_interleave(L).expand(B, -1)
+        rec = rec.masked_fill(seq == PAD, 0)
         if self.num_user_tokens > 0:
             user = NUM_SPECIAL + hash_user(batch["user"], self.num_user_tokens)  # (B,)
             seq = torch.cat([user.unsqueeze(1), seq], dim=1)  # (B, 1 + T*L)
+            rec = torch.cat([torch.zeros_like(rec[:, :1]), rec], dim=1)
             real = seq != PAD
             order = torch.argsort(real.to(torch.int8), dim=1, stable=True)  # pads first, then user, then codes
-            seq = torch.gather(seq, 1, order)
+            seq, rec = torch.gather(seq, 1, order), torch.gather(rec, 1, order)
+        if self.encoder_eos:  # T5 inputs end with </s>; relative positions to it say how far from the end a token is
+            seq = torch.cat([seq, torch.full_like(seq[:, :1], EOS)], dim=1)
+            rec = torch.cat([rec, torch.zeros_like(rec[:, :1])], dim=1)
         mask = seq != PAD
         n = int(mask.sum(1).max().item()) if B else 0
         n = max(n, 1)
-        return seq[:, -n:], mask[:, -n:].long()
+        return seq[:, -n:], mask[:, -n:].long(), rec[:, -n:]
 
-    def encode(self, enc_ids: torch.Tensor, enc_mask: torch.Tensor) -> torch.Tensor:
+    def _encoder(self, ids: torch.Tensor, mask: torch.Tensor, rec: torch.Tensor | None) -> torch.Tensor:
+        if self.recency is None or rec is None:
+            return self.t5.encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+        embeds = self.t5.shared(ids) + self.recency(rec)
+        return self.t5.encoder(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
+
+    def encode(self, enc_ids: torch.Tensor, enc_mask: torch.Tensor, recency: torch.Tensor | None = None) -> torch.Tensor:
         """T5 encoder states (B, S, D) of left-padded inputs.
 
         With ``encoder_chunk`` > 0 the rows are sorted by length and encoded ``encoder_chunk`` at a time, each
@@ -152,13 +183,13 @@ class TigerModel(nn.Module):
         chunk = self.encoder_chunk
         B, S = enc_ids.shape
         if chunk <= 0 or B <= chunk:
-            return self.t5.encoder(input_ids=enc_ids, attention_mask=enc_mask).last_hidden_state
+            return self._encoder(enc_ids, enc_mask, recency)
         lengths = enc_mask.sum(1)
         order = torch.argsort(lengths)
         out = None
         for idx in order.split(chunk):
             n = max(int(lengths[idx].max().item()), 1)
-            h = self.t5.encoder(input_ids=enc_ids[idx, -n:], attention_mask=enc_mask[idx, -n:]).last_hidden_state
+            h = self._encoder(enc_ids[idx, -n:], enc_mask[idx, -n:], None if recency is None else recency[idx, -n:])
             if out is None:
                 out = h.new_zeros(B, S, h.shape[-1])
             out[idx, S - n :] = h
@@ -197,10 +228,10 @@ class TigerModel(nn.Module):
         Returns:
             Output(loss: mean cross-entropy over the B*L target tokens, logits: (B, L, V)).
         """
-        enc_ids, enc_mask = self.encoder_inputs(batch)
+        enc_ids, enc_mask, rec = self.encoder_inputs(batch)
         labels = self.target_tokens(batch["target"])  # (B, L)
         dec_in = torch.cat([torch.full_like(labels[:, :1], PAD), labels[:, :-1]], dim=1)  # shift right
-        logits = self.decode(self.encode(enc_ids, enc_mask), enc_mask, dec_in)  # (B, L, V)
+        logits = self.decode(self.encode(enc_ids, enc_mask, rec), enc_mask, dec_in)  # (B, L, V)
         if self.softmax == "full":
             loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1))
         else:
@@ -213,10 +244,10 @@ class TigerModel(nn.Module):
 
     def teacher_forced_log_probs(self, batch: dict[str, torch.Tensor], codes: torch.Tensor) -> torch.Tensor:
         """Log-probs of each level of ``codes`` (B, L) under one full decoder pass: (B, L, max K). Test oracle."""
-        enc_ids, enc_mask = self.encoder_inputs(batch)
+        enc_ids, enc_mask, rec = self.encoder_inputs(batch)
         labels = codes + self.offsets
         dec_in = torch.cat([torch.full_like(labels[:, :1], PAD), labels[:, :-1]], dim=1)
-        logits = self.decode(self.encode(enc_ids, enc_mask), enc_mask, dec_in)
+        logits = self.decode(self.encode(enc_ids, enc_mask, rec), enc_mask, dec_in)
         out = logits.new_full((*codes.shape, max(self.codebook_sizes)), -math.inf, dtype=torch.float)
         for l in range(self.num_levels):
             out[:, l, : self.codebook_sizes[l]] = self.level_log_probs(logits[:, l], l)
@@ -232,8 +263,8 @@ class TigerModel(nn.Module):
         cache by ``parent``; the cross-attention cache needs no reordering because ``parent`` never leaves the
         user's block of rows (batch-major rows ``b * W + w``, see ``constrained_beam_search``).
         """
-        enc_ids, enc_mask = self.encoder_inputs(batch)
-        enc = self.encode(enc_ids, enc_mask)  # (B, S, D)
+        enc_ids, enc_mask, rec = self.encoder_inputs(batch)
+        enc = self.encode(enc_ids, enc_mask, rec)  # (B, S, D)
         B = enc.shape[0]
         state: dict = {"cache": None, "W": 0}
 

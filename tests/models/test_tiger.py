@@ -64,8 +64,8 @@ def test_tiger_user_token_depends_only_on_user():
     m = TigerModel(tiny_cfg(num_user_tokens=5), catalog(), [K] * L).eval()
     b1 = batch_of(6, 4, 12, seed=1)
     b2 = {**batch_of(6, 4, 12, seed=2), "user": b1["user"]}
-    ids1, mask1 = m.encoder_inputs(b1)
-    ids2, mask2 = m.encoder_inputs(b2)
+    ids1, mask1, _ = m.encoder_inputs(b1)
+    ids2, mask2, _ = m.encoder_inputs(b2)
     first = lambda ids, mask: ids.gather(1, mask.argmax(1, keepdim=True)).squeeze(1)  # first real token
     assert torch.equal(first(ids1, mask1), first(ids2, mask2))
     assert torch.equal(first(ids1, mask1), NUM_SPECIAL + hash_user(b1["user"], 5))
@@ -78,7 +78,7 @@ def test_tiger_user_token_depends_only_on_user():
 def test_tiger_chunked_encoder_equals_padded():
     m = TigerModel(tiny_cfg(), catalog(), [K] * L).eval()
     b = batch_of(9, 5, 12)
-    ids, mask = m.encoder_inputs(b)
+    ids, mask, _ = m.encoder_inputs(b)
     full = m.encode(ids, mask)
     m.encoder_chunk = 2
     chunked = m.encode(ids, mask)
@@ -103,12 +103,13 @@ def test_tiger_loss_finite_and_decreases():
     assert losses[-1] < losses[0] - 0.5
 
 
-@pytest.mark.parametrize("softmax", ["full", "level"])
-def test_tiger_cached_decoding_equals_teacher_forcing(softmax):
+@pytest.mark.parametrize("softmax,extras", [("full", {}), ("level", {}),
+                                            ("full", {"recency_positions": 4, "encoder_eos": True})])
+def test_tiger_cached_decoding_equals_teacher_forcing(softmax, extras):
     torch.manual_seed(0)
     n = 12
     codes = catalog(n)
-    m = TigerModel(tiny_cfg(softmax=softmax), codes, [K] * L).eval()
+    m = TigerModel(tiny_cfg(softmax=softmax, **extras), codes, [K] * L).eval()
     b = batch_of(3, 4, n)
     with torch.no_grad():
         cached = exhaustive_scores(m.make_step_fn(b), codes[1:], batch_size=3)  # (B, N) via the KV cache
@@ -174,3 +175,35 @@ def test_tiger_rejects_bad_inputs():
         TigerModel(tiny_cfg(softmax="sparse"), catalog(), [K] * L)
     with pytest.raises(ValueError, match="outside"):
         TigerModel(tiny_cfg(), catalog(), [2] * L)
+
+
+def test_tiger_recency_and_eos_layout():
+    m = TigerModel(tiny_cfg(recency_positions=4, encoder_eos=True), catalog(), [K] * L).eval()
+    hist = torch.tensor([[0, 0, 5, 9], [1, 2, 3, 4]])
+    b = {"user": torch.tensor([3, 10]), "history": hist, "target": torch.tensor([1, 2])}
+    ids, mask, rec = m.encoder_inputs(b)
+    # row 0: pads, user, 3 codes of item 5 (recency 2), 3 codes of item 9 (recency 1), eos
+    assert mask[0].sum() == 1 + 2 * L + 1 and ids[0, -1] == 1 and rec[0, -1] == 0
+    assert rec[0, -1 - L : -1].tolist() == [1] * L and rec[0, -1 - 2 * L : -1 - L].tolist() == [2] * L
+    assert torch.equal(ids[0, -1 - L : -1], m.item_tokens(torch.tensor(9)))
+    assert rec[1].tolist() == [0] + [4] * L + [3] * L + [2] * L + [1] * L + [0]
+    assert (rec[mask == 0] == 0).all()
+
+
+def test_tiger_recency_embedding_is_added_to_the_encoder_input_and_chunks_agree():
+    torch.manual_seed(0)
+    plain = TigerModel(tiny_cfg(), catalog(), [K] * L).eval()
+    with_rec = TigerModel(tiny_cfg(recency_positions=12), catalog(), [K] * L).eval()
+    missing = with_rec.load_state_dict(plain.state_dict(), strict=False).missing_keys
+    assert missing == ["recency.weight"]
+    b = batch_of(9, 12, 12)
+    ids, mask, rec = with_rec.encoder_inputs(b)
+    with torch.no_grad():
+        with_rec.recency.weight.zero_()  # a zero embedding is plain T5
+    torch.testing.assert_close(with_rec.encode(ids, mask, rec), plain.encode(ids, mask, rec))
+    torch.nn.init.normal_(with_rec.recency.weight)  # now positions matter, and chunking must keep them
+    full = with_rec.encode(ids, mask, rec)
+    assert not torch.allclose(full, plain.encode(ids, mask, rec))
+    with_rec.encoder_chunk = 2
+    real = mask.bool()
+    torch.testing.assert_close(with_rec.encode(ids, mask, rec)[real], full[real], atol=1e-5, rtol=1e-5)
