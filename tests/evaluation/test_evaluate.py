@@ -1,9 +1,11 @@
 import json
+import math
 import os
 import subprocess
 import sys
 
 import pytest
+import torch
 
 HERE = os.path.dirname(__file__)
 sys.path.insert(0, HERE)
@@ -24,3 +26,48 @@ def test_data_parallel_eval_counts_every_user_once(tmp_path):
     assert ddp["users"] == 599  # 599 users over 2 processes: the padded duplicate is dropped, none lost
     for key in ("recall@5", "ndcg@5", "recall@10", "ndcg@10"):
         assert ddp[key] == pytest.approx(single[key], abs=1e-12)
+
+
+class _ScoreModel(torch.nn.Module):
+    """Scores item i as i (higher ids rank first)."""
+
+    def __init__(self, n: int):
+        super().__init__()
+        self.n = n
+
+    def score(self, batch):
+        return torch.arange(self.n + 1, dtype=torch.float).expand(batch["history"].shape[0], -1)
+
+
+class _ListModel(torch.nn.Module):
+    """The same ranking as a ranked list (a generative model); records the k it was asked for."""
+
+    def __init__(self, n: int):
+        super().__init__()
+        self.n = n
+
+    def recommend(self, batch, k):
+        self.asked = k
+        B = batch["history"].shape[0]
+        return torch.arange(self.n, self.n - k, -1).expand(B, -1), torch.zeros(B, k)
+
+
+@pytest.mark.parametrize("model_cls", [_ScoreModel, _ListModel])
+def test_exclude_history_in_the_evaluator(model_cls):
+    from accelerate import Accelerator
+
+    from genrec.evaluation import evaluate
+
+    n = 20
+    batches = [{"user": torch.tensor([0, 1]), "history": torch.tensor([[0, 20, 19], [0, 0, 3]]),
+                "target": torch.tensor([18, 17])}]
+    acc = Accelerator(cpu=True)
+    model = model_cls(n)
+    plain = evaluate(model, batches, acc, [1, 5], n, progress=False)
+    seen = evaluate(model, batches, acc, [1, 5], n, progress=False, exclude_history=True)
+    # user 0: target 18 is third behind 20 and 19 (both seen); user 1: target 17 is fourth, nothing ahead is seen
+    assert plain["recall@1"] == 0.0 and plain["recall@5"] == 1.0
+    assert seen["recall@1"] == 0.5 and seen["ndcg@5"] == pytest.approx((1.0 + 1 / math.log2(5)) / 2)
+    assert seen["seen_targets"] == 0 and "seen_targets" not in plain
+    if model_cls is _ListModel:
+        assert model.asked == 5 + 3  # max(ks) + history columns
