@@ -2,6 +2,7 @@
 
     genrec demo                                   # the whole pipeline on the embedded tiny dataset, offline
     genrec train --config configs/sasrec/beauty.yaml [--config delta.yaml ...] [key=value ...]
+    genrec eval runs/<run name> eval.exclude_history=true eval.beam_size=50   # re-evaluate trained weights
     genrec data stats --config configs/sasrec/beauty.yaml       (or: genrec data stats data.name=sports)
     genrec sids build --config configs/tiger/beauty.yaml
     genrec config --config ...                    # print the resolved config
@@ -25,6 +26,9 @@ def _parser() -> argparse.ArgumentParser:
         return sp
 
     with_config(sub.add_parser("train", help="train, validate, test and write a result record"))
+    ev = sub.add_parser("eval", help="re-evaluate a trained run's best weights under other eval.* settings")
+    ev.add_argument("run_dir", help="the run's folder, runs/<run name>")
+    ev.add_argument("overrides", nargs="*", help="eval.* overrides, e.g. eval.beam_size=50 eval.exclude_history=true")
     with_config(sub.add_parser("config", help="print the resolved config"))
     demo = with_config(sub.add_parser("demo", help="run the pipeline on the embedded tiny dataset"))
     demo.add_argument("--models", default="", help="comma-separated model kinds (default: all that apply)")
@@ -42,6 +46,15 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from .config import ConfigError, load_config, to_dict
 
+    if args.command == "eval":
+        from .training.loop import evaluate_run
+
+        try:
+            evaluate_run(args.run_dir, args.overrides)
+        except (ConfigError, FileNotFoundError) as e:
+            print(f"genrec: {e}", file=sys.stderr)
+            return 2
+        return 0
     try:
         cfg = load_config(args.config, args.overrides)
     except (ConfigError, FileNotFoundError) as e:

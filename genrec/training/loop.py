@@ -116,15 +116,9 @@ def build_context(cfg: ExperimentConfig, data, accelerator: Accelerator) -> Mode
     return ctx
 
 
-def _flat(d: dict, prefix: str = "") -> dict:
+def _flat(d: dict) -> dict:
     """Nested config -> {"train.lr": 0.001, ...} with lists as strings (what tensorboard's hparams accept)."""
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v if isinstance(v, (int, float, str, bool)) else str(v)
-    return out
+    return {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in _flatten(d).items()}
 
 
 def _eval_users(n: int, max_users: int, seed: int) -> np.ndarray | None:
@@ -359,6 +353,73 @@ def train(cfg: ExperimentConfig) -> dict:
         write_record(os.path.join(run_dir, "result.json"), record)
         accelerator.print(format_metrics(results))
         record["path"] = path
+    return record
+
+
+def evaluate_run(run_dir: str, overrides: list[str]) -> dict:
+    """Re-evaluate a trained run's ``best_model.pt`` under other ``eval.*`` settings; no training.
+
+    For a protocol or decoding change (``eval.exclude_history``, ``eval.beam_size``, ``eval.max_users``,
+    ``eval.splits``, ``eval.ks``) on weights already trained. The record goes to
+    ``<results_dir>/runs/<dataset>/<run name>__eval-<hash of the overrides>.json`` and names the trained run.
+    """
+    from omegaconf import OmegaConf
+
+    from ..config import ConfigError, load_config
+
+    bad = [o for o in overrides if not o.startswith(("eval.", "train.threads=", "train.progress=", "results_dir="))]
+    if bad:
+        raise ConfigError(f"genrec eval: only eval.* (and train.threads, train.progress, results_dir) can change "
+                          f"after training; got {bad}")
+    cfg_path, best_path = os.path.join(run_dir, "config.yaml"), os.path.join(run_dir, "best_model.pt")
+    for path in (cfg_path, best_path):
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"genrec eval: {path} not found; pass the folder of a trained run (runs/<name>)")
+    trained = OmegaConf.load(cfg_path)
+    name = trained.get("name") or os.path.basename(os.path.normpath(run_dir))
+    cfg = load_config([cfg_path], overrides)
+    t0, commit = time.time(), git_commit()
+    accelerator = Accelerator(mixed_precision=cfg.train.precision if cfg.train.precision != "auto" else
+                              ("bf16" if torch.cuda.is_available() else "no"))
+    if cfg.train.threads and accelerator.device.type == "cpu":
+        torch.set_num_threads(cfg.train.threads)
+    data = load_dataset(cfg.data)
+    split = Split(data, cfg.data.max_history)
+    model = build_model(cfg, build_context(cfg, data, accelerator))
+    model.load_state_dict(torch.load(best_path, map_location="cpu", weights_only=True))
+    model = accelerator.prepare(model)
+    eval_collate = getattr(accelerator.unwrap_model(model), "eval_collate", collate)
+    results = {}
+    for split_name in cfg.eval.splits:
+        ds = EvalDataset(split, split_name, _eval_users(data.num_users, cfg.eval.max_users, cfg.seed))
+        loader = accelerator.prepare_data_loader(DataLoader(ds, batch_size=cfg.eval.batch_size,
+                                                            collate_fn=eval_collate))
+        results[split_name] = evaluate(model, loader, accelerator, cfg.eval.ks, data.num_items, desc=split_name,
+                                       progress=cfg.train.progress, exclude_history=cfg.eval.exclude_history)
+    main_split = "test" if "test" in results else cfg.eval.splits[-1]
+    tag = hashlib.sha1(json.dumps(sorted(overrides)).encode()).hexdigest()[:6]
+    record = {
+        "dataset": cfg.data.name,
+        "model": cfg.model.kind,
+        "git_commit": commit,
+        "split": main_split,
+        "protocol": "exclude_history" if cfg.eval.exclude_history else "all_items",
+        "metrics": results[main_split],
+        "all_splits": results,
+        "run_name": f"{name}__eval-{tag}",
+        "evaluated_run": name,
+        "eval_overrides": overrides,
+        "users_evaluated": results[main_split]["users"],
+        "user_subset": cfg.eval.max_users or None,
+        "wall_seconds": round(time.time() - t0, 1),
+        "processes": accelerator.num_processes,
+        "device": device_description(accelerator.device),
+        "config": to_dict(cfg),
+    }
+    if accelerator.is_main_process:
+        record["path"] = write_record(
+            os.path.join(cfg.results_dir, "runs", cfg.data.name, f"{record['run_name']}.json"), record)
+        accelerator.print(format_metrics(results))
     return record
 
 

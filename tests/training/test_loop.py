@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from genrec.config import load_config
+from genrec.config import ConfigError, load_config
 from genrec.training import loop
 
 
@@ -57,3 +57,17 @@ def test_killed_run_resumes_and_matches_uninterrupted(tmp_path, monkeypatch):
     assert [h["epoch"] for h in resumed["validation_history"]] == [1, 2, 3, 4]
     assert resumed["metrics"] == pytest.approx(reference["metrics"])
     assert resumed["validation_history"] == pytest.approx(reference["validation_history"])
+
+
+@pytest.mark.slow
+def test_eval_reproduces_the_record_and_changes_only_the_protocol(tmp_path):
+    record = loop.train(_cfg(tmp_path, "train.epochs=2"))
+    run_dir = os.path.join(tmp_path, "runs", record["run_name"])
+    again = loop.evaluate_run(run_dir, [f"results_dir={tmp_path}/results", "train.progress=false"])
+    assert again["metrics"] == record["metrics"]  # same weights, same users, same evaluator
+    assert again["evaluated_run"] == record["run_name"] and again["protocol"] == "all_items"
+    seen = loop.evaluate_run(run_dir, [f"results_dir={tmp_path}/results", "eval.exclude_history=true"])
+    assert seen["protocol"] == "exclude_history" and seen["path"] != again["path"]
+    assert seen["metrics"]["users"] == record["metrics"]["users"]
+    with pytest.raises(ConfigError, match="train.lr"):
+        loop.evaluate_run(run_dir, ["train.lr=0.1"])
