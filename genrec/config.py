@@ -167,7 +167,7 @@ class LLMConfig:
 
 @dataclass
 class ModelConfig:
-    kind: str = "sasrec"  # key of genrec.models.MODELS
+    kind: str = "sasrec"  # key of genrec.models.MODELS: pop sasrec decoder tiger llm
     attention: str = "sdpa"  # key of genrec.attention.ATTENTION (model.kind=decoder): eager sdpa flash flex linear hstu
     sasrec: SASRecConfig = field(default_factory=SASRecConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)

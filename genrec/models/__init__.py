@@ -33,7 +33,13 @@ def _llm(cfg, ctx):
     return LLMRecommender.from_config(cfg, ctx)
 
 
-MODELS: dict[str, ModelFactory] = {"sasrec": _sasrec, "decoder": _decoder, "tiger": _tiger, "llm": _llm}
+def _pop(cfg, ctx):
+    from .pop import Popularity
+
+    return Popularity.from_config(cfg, ctx)
+
+
+MODELS: dict[str, ModelFactory] = {"pop": _pop, "sasrec": _sasrec, "decoder": _decoder, "tiger": _tiger, "llm": _llm}
 GENERATIVE = {"decoder", "tiger", "llm"}  # models that read semantic IDs
 
 
