@@ -17,7 +17,20 @@ def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def adafactor(groups: list[dict], cfg: TrainConfig) -> torch.optim.Optimizer:
+    """Adafactor as T5 and TIGER train with it (T5X defaults): factored second moments, no momentum, update RMS
+    clipped at 1, and each step scaled by the parameter's RMS, so ``train.lr`` is a *relative* step size.
+
+    T5 has no 1/sqrt(d) in its attention and initialises its query/key weights at ~(d_model * d_kv)^-1/2; TIGER's
+    lr 0.01 (constant, then inverse square root) is this optimiser's recipe and far too large for AdamW there.
+    """
+    from transformers.optimization import Adafactor
+
+    return Adafactor(groups, lr=cfg.lr, scale_parameter=True, relative_step=False, warmup_init=False)
+
+
 OPTIMIZERS = {
+    "adafactor": adafactor,
     "adamw": lambda groups, cfg: torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98)),
     "adam": lambda groups, cfg: torch.optim.Adam(groups, lr=cfg.lr, betas=(0.9, 0.98)),
     "sgd": lambda groups, cfg: torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9),
