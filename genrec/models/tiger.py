@@ -7,8 +7,13 @@ the codes of the user's recent items; the decoder emits the L codes of the next 
 Optional, off in the paper configs: ``recency_positions`` adds a learned embedding of each history token's recency
 (1 = latest item) to the encoder input, and ``encoder_eos`` ends the input with </s>. T5 has relative positions
 only and its cross-attention none, so the decoder must learn to find the latest item's codes among up to 80
-look-alike tokens; on the embedded tiny shop (next item = successor of the last one, 70 %) plain T5 stalls at
-valid NDCG@10 0.09 after 15 epochs, 0.48 with a one-item history, and 0.35 with recency positions.
+look-alike tokens; on the embedded tiny shop (next item = successor of the last one, 70 %), after 15 epochs, plain
+T5 reaches test NDCG@10 0.17 and T5 with recency positions 0.46 (Adafactor, lr 0.01; with AdamW, lr 0.003: 0.07
+and 0.31).
+
+Train it with Adafactor (``train.optimizer=adafactor``), as T5 and the paper do: T5's attention has no 1/sqrt(d)
+and its query/key weights start at ~(d_model * d_kv)^-1/2, so an absolute AdamW step of the paper's lr 0.01 is
+far too large, while Adafactor scales each step by the parameter's RMS.
 
 The transformer is ``transformers.T5ForConditionalGeneration`` built from a ``T5Config`` (no download):
 reproductions that wrote their own encoder-decoder landed far below the paper until they switched to a standard
