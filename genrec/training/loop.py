@@ -127,6 +127,45 @@ def _eval_users(n: int, max_users: int, seed: int) -> np.ndarray | None:
     return np.sort(np.random.default_rng(seed).choice(n, size=max_users, replace=False))
 
 
+def _precision(tc) -> str:
+    """``train.precision`` with "auto" resolved: bf16 on a GPU, fp32 ("no") on CPU."""
+    return tc.precision if tc.precision != "auto" else ("bf16" if torch.cuda.is_available() else "no")
+
+
+def _eval_loader(cfg: ExperimentConfig, split: Split, num_users: int, accelerator: Accelerator, collate_fn,
+                 split_name: str, max_users: int) -> DataLoader:
+    """The users of ``split_name`` (a fixed random subset when ``max_users`` > 0), sharded across processes."""
+    ds = EvalDataset(split, split_name, _eval_users(num_users, max_users, cfg.seed))
+    return accelerator.prepare_data_loader(DataLoader(ds, batch_size=cfg.eval.batch_size, collate_fn=collate_fn,
+                                                      num_workers=cfg.data.num_workers))
+
+
+def _evaluate_splits(cfg: ExperimentConfig, model, split: Split, data, accelerator: Accelerator, collate_fn) -> dict:
+    """{split: metrics} for every split in ``cfg.eval.splits`` (each on ``cfg.eval.max_users`` users)."""
+    results = {}
+    for name in cfg.eval.splits:
+        loader = _eval_loader(cfg, split, data.num_users, accelerator, collate_fn, name, cfg.eval.max_users)
+        results[name] = evaluate(model, loader, accelerator, cfg.eval.ks, data.num_items, desc=name,
+                                 progress=cfg.train.progress, exclude_history=cfg.eval.exclude_history)
+    return results
+
+
+def _record_head(cfg: ExperimentConfig, results: dict, commit: str) -> dict:
+    """The fields every result record starts with: what was evaluated, under which protocol, and the metrics."""
+    main_split = "test" if "test" in results else cfg.eval.splits[-1]
+    return {
+        "dataset": cfg.data.name,
+        "model": cfg.model.kind,
+        "git_commit": commit,
+        "split": main_split,
+        "protocol": "exclude_history" if cfg.eval.exclude_history else "all_items",  # candidates ranked
+        "metrics": results[main_split],
+        "all_splits": results,
+        "users_evaluated": results[main_split]["users"],
+        "user_subset": cfg.eval.max_users or None,
+    }
+
+
 class EpochShuffle(torch.utils.data.Sampler):
     """A random order that depends only on (seed, epoch), so a resumed run sees the batches it would have seen."""
 
@@ -185,7 +224,7 @@ def train(cfg: ExperimentConfig) -> dict:
     t0 = time.time()
     commit = git_commit()  # the code this run started with (a record is written at the end)
     tc = cfg.train
-    precision = tc.precision if tc.precision != "auto" else ("bf16" if torch.cuda.is_available() else "no")
+    precision = _precision(tc)
     name = run_name(cfg)
     run_dir = os.path.join(cfg.output_dir, name)
     accelerator = Accelerator(mixed_precision=precision, gradient_accumulation_steps=tc.grad_accum,
@@ -205,11 +244,6 @@ def train(cfg: ExperimentConfig) -> dict:
     collate_fn = getattr(model, "collate", collate)
     eval_collate = getattr(model, "eval_collate", collate)
 
-    def eval_loader(split_name: str, max_users: int):
-        ds = EvalDataset(split, split_name, _eval_users(data.num_users, max_users, cfg.seed))
-        return accelerator.prepare_data_loader(DataLoader(ds, batch_size=cfg.eval.batch_size, collate_fn=eval_collate,
-                                                          num_workers=cfg.data.num_workers))
-
     steps_per_epoch = math.ceil(len(train_ds) / (tc.batch_size * accelerator.num_processes * tc.grad_accum))
     total_steps = tc.max_steps or steps_per_epoch * tc.epochs
     optimizer, scheduler = build_optimizer(model, tc, total_steps)
@@ -219,7 +253,8 @@ def train(cfg: ExperimentConfig) -> dict:
     model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
     # The schedule counts optimiser steps; we step it ourselves (accelerate's wrapper would step it once per process).
     accelerator.register_for_checkpointing(scheduler)
-    valid_loader = eval_loader("valid", cfg.eval.valid_max_users or cfg.eval.max_users)
+    valid_loader = _eval_loader(cfg, split, data.num_users, accelerator, eval_collate, "valid",
+                                cfg.eval.valid_max_users or cfg.eval.max_users)
     n_params = sum(p.numel() for p in accelerator.unwrap_model(model).parameters())
     n_trainable = sum(p.numel() for p in accelerator.unwrap_model(model).parameters() if p.requires_grad)
 
@@ -310,27 +345,13 @@ def train(cfg: ExperimentConfig) -> dict:
     accelerator.wait_for_everyone()
     if os.path.exists(best_path):
         accelerator.unwrap_model(model).load_state_dict(torch.load(best_path, map_location="cpu", weights_only=True))
-    results = {}
-    for split_name in cfg.eval.splits:
-        loader = eval_loader(split_name, cfg.eval.max_users)
-        results[split_name] = evaluate(model, loader, accelerator, cfg.eval.ks, data.num_items,
-                                       desc=split_name, progress=tc.progress,
-                                       exclude_history=cfg.eval.exclude_history)
+    results = _evaluate_splits(cfg, model, split, data, accelerator, eval_collate)
     accelerator.log({f"final/{s}/{k}": v for s, m in results.items() for k, v in m.items()})
     accelerator.end_training()
 
-    main_split = "test" if "test" in results else cfg.eval.splits[-1]
     record = {
-        "dataset": cfg.data.name,
-        "model": cfg.model.kind,
-        "git_commit": commit,
-        "split": main_split,
-        "protocol": "exclude_history" if cfg.eval.exclude_history else "all_items",  # candidates ranked
-        "metrics": results[main_split],
-        "all_splits": results,
+        **_record_head(cfg, results, commit),
         "run_name": name,
-        "users_evaluated": results[main_split]["users"],
-        "user_subset": cfg.eval.max_users or None,
         "best_epoch": state["best_epoch"],
         "epochs_run": state["epoch"],
         "finished_by_user_at_epoch": state.get("finished_by_user_at_epoch"),  # train.finish=true: not converged
@@ -379,8 +400,7 @@ def evaluate_run(run_dir: str, overrides: list[str]) -> dict:
     name = trained.get("name") or os.path.basename(os.path.normpath(run_dir))
     cfg = load_config([cfg_path], overrides)
     t0, commit = time.time(), git_commit()
-    accelerator = Accelerator(mixed_precision=cfg.train.precision if cfg.train.precision != "auto" else
-                              ("bf16" if torch.cuda.is_available() else "no"))
+    accelerator = Accelerator(mixed_precision=_precision(cfg.train))
     if cfg.train.threads and accelerator.device.type == "cpu":
         torch.set_num_threads(cfg.train.threads)
     data = load_dataset(cfg.data)
@@ -389,28 +409,13 @@ def evaluate_run(run_dir: str, overrides: list[str]) -> dict:
     model.load_state_dict(torch.load(best_path, map_location="cpu", weights_only=True))
     model = accelerator.prepare(model)
     eval_collate = getattr(accelerator.unwrap_model(model), "eval_collate", collate)
-    results = {}
-    for split_name in cfg.eval.splits:
-        ds = EvalDataset(split, split_name, _eval_users(data.num_users, cfg.eval.max_users, cfg.seed))
-        loader = accelerator.prepare_data_loader(DataLoader(ds, batch_size=cfg.eval.batch_size,
-                                                            collate_fn=eval_collate))
-        results[split_name] = evaluate(model, loader, accelerator, cfg.eval.ks, data.num_items, desc=split_name,
-                                       progress=cfg.train.progress, exclude_history=cfg.eval.exclude_history)
-    main_split = "test" if "test" in results else cfg.eval.splits[-1]
+    results = _evaluate_splits(cfg, model, split, data, accelerator, eval_collate)
     tag = hashlib.sha1(json.dumps(sorted(overrides)).encode()).hexdigest()[:6]
     record = {
-        "dataset": cfg.data.name,
-        "model": cfg.model.kind,
-        "git_commit": commit,
-        "split": main_split,
-        "protocol": "exclude_history" if cfg.eval.exclude_history else "all_items",
-        "metrics": results[main_split],
-        "all_splits": results,
+        **_record_head(cfg, results, commit),
         "run_name": f"{name}__eval-{tag}",
         "evaluated_run": name,
         "eval_overrides": overrides,
-        "users_evaluated": results[main_split]["users"],
-        "user_subset": cfg.eval.max_users or None,
         "wall_seconds": round(time.time() - t0, 1),
         "processes": accelerator.num_processes,
         "device": device_description(accelerator.device),
