@@ -158,6 +158,9 @@ class LLMConfig:
     # task -> passes over its pool per epoch: seqrec | seqrec_with_titles (training examples), title2id | id2title (items)
     tasks: dict[str, float] = field(default_factory=lambda: {"seqrec": 1.0})
     with_titles: bool = False  # recommend() prompts with seqrec_with_titles instead of seqrec
+    # seqrec examples: target = one per training prefix, loss on its next item (LC-Rec); all = one per user, its
+    # whole sequence in one row (genrec.llm.prompts.PackedLayout), loss on every item: ~5x fewer tokens per epoch
+    loss_on: str = "target"
     gradient_checkpointing: bool = False
     max_length: int = 512  # tokens per example; longer prompts lose their oldest history first
     max_title_words: int = 20  # titles in prompts and responses are cut to this many words

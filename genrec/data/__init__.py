@@ -11,7 +11,8 @@ from typing import Callable
 
 from ..config import DataConfig, lookup
 from .interactions import InteractionData, drop_short, kcore
-from .sequences import TRAIN_DATASETS, EvalDataset, NextItemDataset, SequenceDataset, Split, collate, left_pad
+from .sequences import (TRAIN_DATASETS, EvalDataset, NextItemDataset, SequenceDataset, Split, UserSequenceDataset,
+                        collate, left_pad)
 
 log = logging.getLogger(__name__)
 
@@ -117,5 +118,5 @@ def load_dataset(cfg: DataConfig) -> InteractionData:
 
 __all__ = [
     "DATASETS", "READERS", "InteractionData", "Split", "EvalDataset", "NextItemDataset", "SequenceDataset",
-    "TRAIN_DATASETS", "collate", "left_pad", "load_dataset", "data_root",
+    "TRAIN_DATASETS", "UserSequenceDataset", "collate", "left_pad", "load_dataset", "data_root",
 ]

@@ -100,6 +100,20 @@ class SequenceDataset(Dataset):
         }
 
 
+class UserSequenceDataset(SequenceDataset):
+    """One example per user: its last ``max_history + 1`` training items as history + target.
+
+    For models that put the loss on every item of a sequence in one pass (``loss_on="all"``): the example carries
+    the whole window, the model predicts each item from the items before it.
+    """
+
+    def __getitem__(self, i: int) -> dict:
+        u = int(self.users[i])
+        seq = self.split.train_sequence(u)[-(self.split.max_history + 1):]
+        history = torch.from_numpy(left_pad(seq[:-1], self.split.max_history))
+        return {"user": u, "history": history, "target": int(seq[-1])}
+
+
 def collate(examples: list[dict]) -> dict[str, torch.Tensor]:
     """Stack a list of example dicts into a batch of tensors (ints become (B,) int64)."""
     out = {}

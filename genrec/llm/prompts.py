@@ -43,4 +43,22 @@ PROMPTS: dict[str, Template] = {
     ),
 }
 
-__all__ = ["PROMPTS", "Template"]
+
+
+@dataclass(frozen=True)
+class PackedLayout:
+    """A whole user sequence as one training row (``model.llm.loss_on="all"``): ``header s_1 sep s_2 sep ... s_n``.
+
+    Every item after the first is a target, predicted from the header and the items before it, so one forward
+    pass trains all the next-item examples of a user. ``recommend`` prompts with the same layout cut after the
+    last history item's separator (``header s_1 sep ... s_T sep``): a causal LM sees at inference exactly the
+    context it was trained on at each item.
+    """
+
+    header: str
+    item_sep: str = ","
+
+
+PACKED = PackedLayout(header="A user bought these items, oldest first:")
+
+__all__ = ["PACKED", "PROMPTS", "PackedLayout", "Template"]

@@ -130,6 +130,34 @@ def tokenize_example(tokenizer, prompt: str, response: str, max_length: int, eos
     return Tokenized(p + r, [IGNORE_INDEX] * len(p) + r)
 
 
+def packed_example(header: list[int], items: list[list[int]], sep: list[int], max_length: int,
+                   target: bool = True) -> Tokenized:
+    """Token ids of :class:`~genrec.llm.prompts.PackedLayout`, built from pieces (never re-tokenised as a whole).
+
+    Args:
+        header: the header's token ids.
+        items: each item's semantic-ID token ids, oldest first.
+        sep: the separator's token ids.
+        max_length: row budget; the oldest items go first (a training row keeps at least two items).
+        target: True: a training row ``header s_1 sep ... s_n`` with labels on the tokens of ``s_2 .. s_n``;
+            False: a prompt ``header s_1 sep ... s_n sep`` (no labels) that leaves room for one more item.
+    """
+    cost = [len(t) + len(sep) for t in items]  # each item with the separator after it
+    if target:  # no separator after s_n
+        budget = max_length - len(header) + len(sep)
+    else:  # room for the generated item
+        budget = max_length - len(header) - (len(items[-1]) if items else 0)
+    start = 0
+    while start < len(items) - (2 if target else 0) and sum(cost[start:]) > budget:
+        start += 1
+    ids, labels = list(header), [IGNORE_INDEX] * len(header)
+    for j, t in enumerate(items[start:]):
+        last = target and start + j == len(items) - 1
+        ids += t if last else t + sep
+        labels += (t if j > 0 and target else [IGNORE_INDEX] * len(t)) + ([] if last else [IGNORE_INDEX] * len(sep))
+    return Tokenized(ids, labels)
+
+
 def pad_batch(rows: list[Tokenized], pad_id: int, side: str = "right") -> dict[str, torch.Tensor]:
     """Pad to the longest row: input_ids (B, T), attention_mask (B, T), labels (B, T)."""
     T = max(len(r.input_ids) for r in rows)
@@ -145,4 +173,5 @@ def pad_batch(rows: list[Tokenized], pad_id: int, side: str = "right") -> dict[s
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
-__all__ = ["IGNORE_INDEX", "PROMPTS", "TASK_POOLS", "TaskMixture", "TextRenderer", "pad_batch", "tokenize_example"]
+__all__ = ["IGNORE_INDEX", "PROMPTS", "TASK_POOLS", "TaskMixture", "TextRenderer", "packed_example", "pad_batch",
+           "tokenize_example"]

@@ -32,7 +32,7 @@ from torch import nn
 
 from ..attention import get_attention
 from ..config import lookup
-from ..data.sequences import NextItemDataset, SequenceDataset, left_pad
+from ..data.sequences import NextItemDataset, UserSequenceDataset
 from .base import ModelContext, Output
 
 PAD, BOS, NUM_SPECIAL = 0, 1, 2
@@ -133,16 +133,6 @@ class Block(nn.Module):
 
 
 # ------------------------------------------------------------------------------------------------- model
-class UserSequenceDataset(SequenceDataset):
-    """``loss_on="all"``: one example per user, its last ``max_history + 1`` training items as history + target."""
-
-    def __getitem__(self, i: int) -> dict:
-        u = int(self.users[i])
-        seq = self.split.train_sequence(u)[-(self.split.max_history + 1):]
-        history = torch.from_numpy(left_pad(seq[:-1], self.split.max_history))
-        return {"user": u, "history": history, "target": int(seq[-1])}
-
-
 LOSS_ON = {"target": "target", "all": "all"}
 
 

@@ -11,6 +11,9 @@ with beam search constrained to valid IDs. Here:
   of dominating the softmax), for the input embedding and, when untied, for the output head;
 * LoRA (Hu et al., ICLR 2022) through peft, the new rows trained through ``trainable_token_indices`` so the
   adapter stores only those rows, never the whole resized embedding;
+* ``loss_on="all"``: a user's whole training window in one row (``genrec.llm.prompts.PackedLayout``) with the
+  loss on every item, instead of one example per prefix: the same next-item targets for a fraction of the tokens,
+  and ``recommend`` prompts with that row's layout, so each target's training context is its inference prompt;
 * decoding by the project's trie beam search (``genrec.generation``), greedy-deterministic: the checkpoint's
   generation config (instruct models ship sampling settings) is never consulted.
 """
@@ -26,12 +29,14 @@ from torch import nn
 
 from ..config import LLMConfig, lookup
 from ..llm.pretrained import resolve_pretrained
-from ..llm.tasks import IGNORE_INDEX, TASK_POOLS, TaskMixture, TextRenderer, pad_batch, tokenize_example
+from ..llm.prompts import PACKED
+from ..llm.tasks import IGNORE_INDEX, TASK_POOLS, TaskMixture, TextRenderer, packed_example, pad_batch, tokenize_example
 from ..llm.tokens import SidTokenMap, add_sid_tokens
 from .base import ModelContext, Output
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 ADAPTER_META = "genrec_llm.json"
+LOSS_ON = {"target": "one example per training prefix", "all": "one packed row per user"}
 
 
 def _module_name(model: nn.Module, module: nn.Module) -> str:
@@ -175,6 +180,16 @@ class LLMRecommender(nn.Module):
         if llm.tasks and not any(TASK_POOLS.get(t) == "sequences" for t in llm.tasks):
             raise ValueError(f"model.llm.tasks={dict(llm.tasks)} has no sequential-recommendation task; add "
                              f"{self.eval_task}: 1.0 (the prompt recommend() uses)")
+        lookup(LOSS_ON, llm.loss_on, field="model.llm.loss_on")
+        self.packed = llm.loss_on == "all"
+        if self.packed:
+            other = [t for t, w in llm.tasks.items() if TASK_POOLS.get(t) == "sequences" and t != "seqrec" and w > 0]
+            if llm.with_titles or other:
+                raise ValueError(f"model.llm.loss_on='all' packs the seqrec task only; got with_titles="
+                                 f"{llm.with_titles}, tasks {other} (set loss_on=target for titled histories)")
+            self._header = tokenizer(PACKED.header, add_special_tokens=False)["input_ids"]
+            self._sep = tokenizer(PACKED.item_sep, add_special_tokens=False)["input_ids"]
+            self._item_ids = self.tokens.encode(self.sid_codes).tolist()  # row i: item i's L token ids
 
     # ------------------------------------------------------------------ building and reloading
     @classmethod
@@ -260,12 +275,15 @@ class LLMRecommender(nn.Module):
         """The epoch's examples of every task in ``model.llm.tasks`` (see ``genrec.llm.tasks``).
 
         Args:
-            split: a ``genrec.data.Split`` (its next-item training examples are built here) or a Dataset of
-                ``{"history", "target"}`` examples.
+            split: a ``genrec.data.Split`` (its sequence examples are built here: every training prefix, or with
+                ``loss_on="all"`` one window per user) or a Dataset of ``{"history", "target"}`` examples.
         """
-        from ..data import NextItemDataset
+        from ..data import NextItemDataset, UserSequenceDataset
 
-        next_item = NextItemDataset(split) if hasattr(split, "train_sequence") else split
+        if not hasattr(split, "train_sequence"):
+            next_item = split
+        else:
+            next_item = UserSequenceDataset(split) if self.packed else NextItemDataset(split)
         titled = [i for i in range(1, len(self.renderer.titles)) if self.renderer.titles[i]]
         return TaskMixture(next_item, titled, dict(self.llm.tasks), seed=self.seed)
 
@@ -281,6 +299,11 @@ class LLMRecommender(nn.Module):
             item = int(ex["item"] if "item" in ex else ex["target"])
             history = ex.get("history")
             history = None if history is None else [int(i) for i in history]
+            if self.packed and task == "seqrec":
+                items = [i for i in (history or []) if i > 0] + [item]
+                rows.append(packed_example(self._header, [self._item_ids[i] for i in items], self._sep,
+                                           self.llm.max_length))
+                continue
             prompt, response = self.renderer.render(task, history, item)
             rows.append(tokenize_example(self.tokenizer, prompt, response, self.llm.max_length))
         return pad_batch(rows, self.tokenizer.pad_token_id, side="left")
@@ -313,6 +336,10 @@ class LLMRecommender(nn.Module):
         """Left-padded recommendation prompts for a (B, T) history batch (0 = padding)."""
         rows = []
         for h in history.cpu().tolist():
+            if self.packed:
+                items = [self._item_ids[i] for i in h if i > 0]
+                rows.append(packed_example(self._header, items, self._sep, self.llm.max_length, target=False).input_ids)
+                continue
             prompt, _ = self.renderer.render(self.eval_task, h, 0)
             ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
             rows.append(ids[-max(self.llm.max_length - len(self.codebook_sizes) - 1, 1):])  # as tokenize_example cuts

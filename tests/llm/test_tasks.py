@@ -5,7 +5,7 @@ import torch
 
 from genrec.llm.pretrained import OFFLINE_MODELS, resolve_pretrained
 from genrec.llm.prompts import PROMPTS
-from genrec.llm.tasks import IGNORE_INDEX, TaskMixture, TextRenderer, pad_batch, tokenize_example
+from genrec.llm.tasks import IGNORE_INDEX, TaskMixture, TextRenderer, packed_example, pad_batch, tokenize_example
 from genrec.llm.tokens import sid_string, sid_vocabulary
 
 CODES = torch.tensor([[0, 0, 0], [12, 7, 1], [3, 0, 0], [3, 1, 0]])  # (N + 1, L), row 0 padding
@@ -64,6 +64,22 @@ def test_tokenize_masks_prompt_and_keeps_recent_history():
     b = pad_batch([t, tokenize_example(CharTokenizer(), "a", "Z", 8)], pad_id=-1, side="left")
     assert b["input_ids"].shape == (2, 6) and b["attention_mask"][1].tolist() == [0, 0, 0, 1, 1, 1]
     assert b["labels"][1].tolist() == [IGNORE_INDEX] * 4 + [ord("Z"), 0]
+
+
+def test_packed_example_labels_every_item_after_the_first_and_drops_oldest_items():
+    header, items, sep = [1, 2], [[10, 11], [12, 13], [14, 15]], [9]
+    row = packed_example(header, items, sep, max_length=64)
+    assert row.input_ids == [1, 2, 10, 11, 9, 12, 13, 9, 14, 15]  # no separator after the last item
+    assert row.labels == [IGNORE_INDEX] * 5 + [12, 13, IGNORE_INDEX, 14, 15]
+    prompt = packed_example(header, items, sep, max_length=64, target=False)
+    assert prompt.input_ids == [1, 2, 10, 11, 9, 12, 13, 9, 14, 15, 9] and set(prompt.labels) == {IGNORE_INDEX}
+    # the prompt of a prefix is the row's context at the next item's first token
+    assert packed_example(header, items[:2], sep, 64, target=False).input_ids == row.input_ids[:8]
+    cut = packed_example(header, items, sep, max_length=8)  # 10 tokens: the oldest item goes, the header stays
+    assert cut.input_ids == [1, 2, 12, 13, 9, 14, 15] and cut.labels == [IGNORE_INDEX] * 5 + [14, 15]
+    assert packed_example(header, items, sep, max_length=4).input_ids == [1, 2, 12, 13, 9, 14, 15]  # >= 2 items
+    # a prompt keeps room for the generated item: 2 + 2 history tokens + sep + 2 <= 7
+    assert packed_example(header, items, sep, max_length=7, target=False).input_ids == [1, 2, 14, 15, 9]
 
 
 def test_resolve_pretrained_passes_other_names_and_reports_missing_package(monkeypatch, tmp_path):

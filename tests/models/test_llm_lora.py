@@ -265,6 +265,52 @@ def test_train_dataset_mixes_tasks_by_weight(tmp_path):
     assert model(batch).loss.isfinite()
 
 
+def test_packed_rows_train_every_item_with_the_context_recommend_prompts_with(tmp_path):
+    """loss_on=all: the loss of one packed row == the mean over its items of -log p(item | prompts(prefix))."""
+    model = LLMRecommender.build(llm_cfg(tiny_base(tmp_path, "llama"), loss_on="all"), tiny_codes(), SIZES)
+    train_steps(model, batch_of(), steps=2)  # away from the init, so unequal contexts would give unequal losses
+    seq = [3, 7, 1, 12]
+    batch = {"user": torch.tensor([0]), "history": torch.tensor([[0, 0] + seq[:-1]]), "target": torch.tensor([seq[-1]])}
+    with torch.no_grad():
+        loss = model(batch).loss
+    nll = []
+    for t in range(1, len(seq)):  # every item after the first is a target
+        p = model.prompts(torch.tensor([seq[:t]]))["input_ids"][0]
+        toks = model.tokens.encode(model.sid_codes[seq[t]])
+        with torch.no_grad():
+            logp = torch.log_softmax(model.lm(input_ids=torch.cat([p, toks])[None]).logits[0].float(), -1)
+        nll += [-logp[len(p) - 1 + lvl, toks[lvl]] for lvl in range(len(SIZES))]
+    assert torch.allclose(loss, torch.stack(nll).mean(), atol=1e-5)
+    items, scores = model.recommend(batch, k=10, beam_size=32)  # exact search over the packed prompt
+    ref = brute_force_scores(model, batch["history"])
+    assert torch.allclose(scores, ref.topk(10, dim=1).values, atol=1e-4)
+
+
+def test_packed_dataset_has_one_row_per_user_and_bad_settings_fail(tmp_path):
+    from genrec.data import Split
+    from genrec.data.interactions import InteractionData
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    seqs = [rng.integers(1, N + 1, size=int(rng.integers(4, 9))).astype(np.int64) for _ in range(6)]
+    data = InteractionData(name="t", sequences=seqs, users=np.arange(6), items=TITLES)
+    base = tiny_base(tmp_path, "llama")
+    model = LLMRecommender.build(llm_cfg(base, loss_on="all", tasks={"seqrec": 1.0, "title2id": 1.0}),
+                                 tiny_codes(), SIZES, TITLES)
+    ds = model.train_dataset(Split(data, 3), None)
+    rows = [ds[i] for i in range(len(ds)) if ds[i]["task"] == "seqrec"]
+    assert len(rows) == 6  # every user has >= 2 training items
+    batch = model.collate(rows)
+    n_labels = (batch["labels"] != IGNORE_INDEX).sum().item()
+    assert n_labels == len(SIZES) * sum(min(len(s) - 2, 4) - 1 for s in seqs)  # windows of max_history + 1 = 4
+    assert model(model.collate([ds[i] for i in range(len(ds))])).loss.isfinite()
+    with pytest.raises(ValueError, match="model.llm.loss_on"):
+        LLMRecommender.build(llm_cfg(base, loss_on="every"), tiny_codes(), SIZES)
+    with pytest.raises(ValueError, match="seqrec task only"):
+        LLMRecommender.build(llm_cfg(base, loss_on="all", with_titles=True, tasks={"seqrec_with_titles": 1.0}),
+                             tiny_codes(), SIZES, TITLES)
+
+
 def smollm2_available() -> bool:
     import importlib.util
 
