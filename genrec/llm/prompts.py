@@ -44,7 +44,6 @@ PROMPTS: dict[str, Template] = {
 }
 
 
-
 @dataclass(frozen=True)
 class PackedLayout:
     """A whole user sequence as one training row (``model.llm.loss_on="all"``): ``header s_1 sep s_2 sep ... s_n``.
