@@ -152,7 +152,7 @@ def decode_once(variant, model, enc_ids, ctx, beam, timers):
     if variant == "ours":
         with torch.no_grad():
             hidden = model.get_encoder()(input_ids=enc_ids, attention_mask=mask).last_hidden_state
-        step = CallTimer(encoder_decoder_step_fn(model, hidden, mask, token_ids, beam, PAD), device)
+        step = CallTimer(encoder_decoder_step_fn(model, hidden, mask, token_ids, PAD), device)
         out = constrained_beam_search(step, trie, batch_size=b, beam_size=beam, device=device)
         timers["step_fn"] += step.total
         return out.items

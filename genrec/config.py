@@ -35,7 +35,7 @@ class DataConfig:
 # ---------------------------------------------------------------------------------------- embeddings
 @dataclass
 class EmbeddingConfig:
-    source: str = "text"  # key of genrec.embeddings.SOURCES: text | file | fusion
+    source: str = "text"  # key of genrec.embeddings.SOURCES: text | file | collab | fusion
     encoder: str = "minilm"  # local folder, hub name, or "minilm" (the offline default package)
     # Python format fields name item keys; a missing field drops itself and the literal text just before it.
     template: str = "{title}. Brand: {brand}. Categories: {categories}."
@@ -44,7 +44,9 @@ class EmbeddingConfig:
     batch_size: int = 128
     max_length: int = 128
     file: str = ""  # source=file: a .npy / .pt matrix (N, E) in item-id order (row 0 = item 1)
-    fusion: list[str] = field(default_factory=list)  # source=fusion: list of files / "text", concatenated
+    fusion: list[str] = field(default_factory=list)  # source=fusion: "text", "collab" or files, concatenated
+    collab_dim: int = 128  # collab: SVD dimensions of the PPMI co-occurrence of training sequences
+    collab_window: int = 3  # collab: items within this many positions co-occur (weight 1 / distance)
     cache_dir: str = ".cache/genrec/embeddings"
 
 
@@ -79,8 +81,15 @@ class PQConfig:
 
 
 @dataclass
+class OPQConfig:
+    rotation: bool = True  # learn OPQ's rotation before PQ (Ge et al., CVPR 2013; RPG); false: plain PQ by faiss
+    pca_dim: int = 0  # > 0: PCA to this many dimensions first (a multiple of num_levels); 0 keeps E
+    whiten: bool = True  # with pca_dim: scale each principal component to unit variance (RPG)
+
+
+@dataclass
 class TokenizerConfig:
-    kind: str = "rqvae"  # key of genrec.tokenizers.TOKENIZERS: rqvae | rkmeans | pq | random | lsh
+    kind: str = "rqvae"  # key of genrec.tokenizers.TOKENIZERS: rqvae | rkmeans | pq | opq | random | lsh
     num_levels: int = 3  # L, before the collision digit
     codebook_size: int = 256  # K per level (lsh: a power of two)
     dedup: bool = True  # append a collision digit so every item's ID is unique
@@ -88,6 +97,7 @@ class TokenizerConfig:
     rqvae: RQVAEConfig = field(default_factory=RQVAEConfig)
     rkmeans: RKMeansConfig = field(default_factory=RKMeansConfig)
     pq: PQConfig = field(default_factory=PQConfig)
+    opq: OPQConfig = field(default_factory=OPQConfig)
     out_dir: str = ".cache/genrec/sids"
 
 
@@ -139,6 +149,28 @@ class TigerConfig:
 
 
 @dataclass
+class ParallelConfig:
+    """Item-level parallel semantic-ID decoder (``model.kind=parallel``, genrec/models/parallel.py)."""
+
+    dim: int = 128
+    layers: int = 2
+    heads: int = 4
+    mlp: str = "gelu"  # gelu | swiglu
+    mlp_ratio: float = 4.0
+    positions: str = "learned"  # learned | rope
+    window: int = 0  # sliding attention window in items, 0 = full causal
+    dropout: float = 0.2  # inside the blocks
+    input_dropout: float = 0.5  # on the pooled item inputs (RPG: 0.5)
+    pooling: str = "mean"  # mean | sum | attention: how an item's L code embeddings become one input vector
+    item_embedding: bool = False  # add a learned per-item embedding to the pooled codes (hybrid input; LIGER)
+    num_user_tokens: int = 0  # > 0: a hashed user token before the first item
+    head: str = "dot"  # dot (tied to the code table) | cosine (both normalised, divided by temperature; RPG)
+    temperature: float = 0.07  # head=cosine
+    topk: str = "exact"  # exact: score every item (sum of per-level log-probs) | beam: trie beam search (approx.)
+    score_chunk: int = 65536  # items scored at a time by the exact top-K
+
+
+@dataclass
 class LoRAConfig:
     enabled: bool = True  # False: full fine-tuning
     r: int = 16
@@ -171,11 +203,12 @@ class LLMConfig:
 
 @dataclass
 class ModelConfig:
-    kind: str = "sasrec"  # key of genrec.models.MODELS: pop sasrec decoder tiger llm
-    attention: str = "sdpa"  # key of genrec.attention.ATTENTION (model.kind=decoder): eager sdpa flash flex linear hstu
+    kind: str = "sasrec"  # key of genrec.models.MODELS: pop sasrec decoder tiger llm parallel
+    attention: str = "sdpa"  # key of genrec.attention.ATTENTION (decoder, parallel): eager sdpa flash flex linear hstu
     sasrec: SASRecConfig = field(default_factory=SASRecConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
     tiger: TigerConfig = field(default_factory=TigerConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
     llm: LLMConfig = field(default_factory=LLMConfig)
 
 

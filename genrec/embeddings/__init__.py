@@ -2,8 +2,9 @@
 
 - ``text``: item text through a Hugging Face encoder (``text_encoder.py``), cached on disk.
 - ``file``: a user-supplied matrix (.npy or .pt), e.g. image or collaborative embeddings, row i = item i+1.
-- ``fusion``: several of the above ("text" or file paths), each L2-normalised per row and concatenated, so
-  no source dominates by scale (multimodal content for the tokenizer).
+- ``collab``: collaborative embeddings from the training interactions (``collab.py``: SVD of PPMI co-occurrence).
+- ``fusion``: several of the above ("text", "collab" or file paths), each L2-normalised per row and concatenated,
+  so no source dominates by scale (multimodal content, or content + behaviour, for the tokenizer).
 """
 from __future__ import annotations
 
@@ -40,26 +41,40 @@ def load_matrix(path: str, num_items: int) -> torch.Tensor:
     return emb.float()
 
 
-def file_embeddings(cfg, items: list[dict], dataset: str) -> torch.Tensor:
+def file_embeddings(cfg, items: list[dict], dataset: str, data=None) -> torch.Tensor:
     return load_matrix(cfg.file, len(items))
 
 
-def fusion_embeddings(cfg, items: list[dict], dataset: str) -> torch.Tensor:
+def collab_embeddings(cfg, items: list[dict], dataset: str, data=None) -> torch.Tensor:
+    """``collab.ppmi_svd_embeddings`` of the training part of each sequence (the last two items are held out)."""
+    from .collab import ppmi_svd_embeddings
+
+    if data is None:
+        raise ValueError("embedding source 'collab' needs the interactions (pass data=InteractionData)")
+    train = [s[:-2] for s in data.sequences]  # leave-one-out: validation and test items are never read
+    return ppmi_svd_embeddings(train, len(items), cfg.collab_dim, cfg.collab_window)
+
+
+def fusion_embeddings(cfg, items: list[dict], dataset: str, data=None) -> torch.Tensor:
     if not cfg.fusion:
-        raise ValueError("embedding.source='fusion' needs embedding.fusion, e.g. ['text', 'image_emb.npy']")
-    parts = [
-        text_embeddings(cfg, items, dataset) if src == "text" else load_matrix(src, len(items)) for src in cfg.fusion
-    ]
+        raise ValueError("embedding.source='fusion' needs embedding.fusion, e.g. ['text', 'collab', 'image_emb.npy']")
+    named = {"text": text_embeddings, "collab": collab_embeddings}
+    parts = [named[src](cfg, items, dataset, data=data) if src in named else load_matrix(src, len(items))
+             for src in cfg.fusion]
     return torch.cat([torch.nn.functional.normalize(p, dim=-1) for p in parts], dim=-1)
 
 
 SourceFn = Callable[..., torch.Tensor]
-SOURCES: dict[str, SourceFn] = {"text": text_embeddings, "file": file_embeddings, "fusion": fusion_embeddings}
+SOURCES: dict[str, SourceFn] = {"text": text_embeddings, "file": file_embeddings, "collab": collab_embeddings,
+                                "fusion": fusion_embeddings}
 
 
-def item_embeddings(cfg, items: list[dict], dataset: str) -> torch.Tensor:
-    """(N, E) float32 content embeddings for ``items`` (row i = item i+1), from ``cfg.source``."""
-    return lookup(SOURCES, cfg.source, field="embedding.source")(cfg, items, dataset)
+def item_embeddings(cfg, items: list[dict], dataset: str, data=None) -> torch.Tensor:
+    """(N, E) float32 embeddings for ``items`` (row i = item i+1), from ``cfg.source``.
+
+    ``data`` (the ``InteractionData``) is read by the ``collab`` source only.
+    """
+    return lookup(SOURCES, cfg.source, field="embedding.source")(cfg, items, dataset, data=data)
 
 
 def embedding_sha256(emb: torch.Tensor) -> str:

@@ -182,7 +182,7 @@ def cache_meta(cfg, items: list[dict], dataset: str) -> dict:
         return json.load(f)
 
 
-def text_embeddings(cfg, items: list[dict], dataset: str) -> torch.Tensor:
+def text_embeddings(cfg, items: list[dict], dataset: str, data=None) -> torch.Tensor:
     """Item embeddings from text, cached under ``cfg.cache_dir`` (key: see ``cache_path``). Returns (N, E)."""
     path, texts = cache_path(cfg, items, dataset)
     if os.path.isfile(path):

@@ -12,6 +12,14 @@ from .metrics import (drop_seen_items, list_validity, mask_seen_scores, metrics_
                       ranks_from_scores)
 
 
+def ranks_by(net) -> str:
+    """How the evaluator ranks a model: "score" (a score per item) or "list" (``recommend``'s top-K list).
+
+    A model states it with a ``ranking`` attribute (``models/base.py``); without one, ``score`` decides.
+    """
+    return getattr(net, "ranking", "score" if hasattr(net, "score") else "list")
+
+
 @torch.no_grad()
 def evaluate(model, loader, accelerator, ks: list[int], num_items: int, desc: str = "eval",
              progress: bool = True, exclude_history: bool = False) -> dict:
@@ -36,7 +44,7 @@ def evaluate(model, loader, accelerator, ks: list[int], num_items: int, desc: st
         history = batch["history"]
         if exclude_history:
             seen.append(accelerator.gather_for_metrics((history == batch["target"][:, None]).any(1)))
-        if hasattr(net, "score"):
+        if ranks_by(net) == "score":
             scores = net.score(batch)
             r = ranks_from_scores(mask_seen_scores(scores, history) if exclude_history else scores, batch["target"])
         else:

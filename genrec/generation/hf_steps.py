@@ -1,6 +1,8 @@
 """Step functions that drive transformers models with a KV cache under :func:`constrained_beam_search`.
 
-Both keep the model's cache in the row order of the previous step and reorder it with ``parent``
+They are the decoding path of the models themselves: TIGER (``encoder_decoder_step_fn`` over its T5) and the LLM
+recommender (``causal_lm_step_fn`` over its causal LM), and of the decoding benchmark. The beam width W is read
+from the rows of the first call (``B * W``). Both keep the model's cache in the row order of the previous step and reorder it with ``parent``
 (``Cache.reorder_cache``). Level 0 runs on the B users only, then repeats the cache W times
 (``batch_repeat_interleave``): the W beams of a user share their prompt. Log-probs are a log-softmax over the
 model's whole vocabulary, sliced to the level's code tokens, which is what ``generate`` scores, so both decoders
@@ -24,12 +26,17 @@ def _level_logp(logits: torch.Tensor, token_ids: torch.Tensor, renormalize: bool
     return torch.log_softmax(logits, dim=-1)[:, token_ids]
 
 
+def _beams(rows: int, batch: int) -> int:
+    if rows % batch:
+        raise ValueError(f"step_fn: {rows} rows at level 0 is not a multiple of the batch size {batch}")
+    return rows // batch
+
+
 def encoder_decoder_step_fn(
     model,
     encoder_hidden: torch.Tensor,
     encoder_mask: torch.Tensor | None,
     level_token_ids: Sequence[torch.Tensor],
-    beam_size: int,
     decoder_start_token_id: int,
     renormalize: bool = False,
 ) -> StepFn:
@@ -40,7 +47,6 @@ def encoder_decoder_step_fn(
         encoder_hidden: (B, S, D) encoder outputs, computed once per batch.
         encoder_mask: (B, S) attention mask of the encoder input, or None.
         level_token_ids: per level the (K_l,) decoder token ids of the codes.
-        beam_size: W.
         decoder_start_token_id: the decoder's first input token.
         renormalize: normalise over the level's codes instead of the whole vocabulary.
 
@@ -52,23 +58,26 @@ def encoder_decoder_step_fn(
     if encoder_mask is not None and bool(encoder_mask.all()):
         encoder_mask = None  # an all-ones mask changes nothing; without it attention skips the additive mask
     enc_b = BaseModelOutput(last_hidden_state=encoder_hidden)
-    enc_bw = BaseModelOutput(last_hidden_state=encoder_hidden.repeat_interleave(beam_size, dim=0))
-    mask_bw = None if encoder_mask is None else encoder_mask.repeat_interleave(beam_size, dim=0)
     cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
+    state = {}
 
     def step(level: int, prefix: torch.Tensor, parent: torch.Tensor) -> torch.Tensor:
         if level == 0:  # B rows: every beam of a user starts from the same state
+            w = _beams(prefix.shape[0], b)
             tok = torch.full((b, 1), decoder_start_token_id, dtype=torch.long, device=encoder_hidden.device)
             out = model(encoder_outputs=enc_b, attention_mask=encoder_mask, decoder_input_ids=tok,
-                        past_key_values=cache, use_cache=True)
-            cache.batch_repeat_interleave(beam_size)  # self- and cross-attention keys -> B*W rows
-            return _level_logp(out.logits[:, -1], token_ids[0], renormalize).repeat_interleave(beam_size, dim=0)
+                        cache=cache, use_cache=True)
+            cache.batch_repeat_interleave(w)  # self- and cross-attention keys -> B*W rows
+            # later steps read the cross-attention keys from the cache; the states only give shapes
+            state["enc"] = BaseModelOutput(last_hidden_state=encoder_hidden.repeat_interleave(w, dim=0))
+            state["mask"] = None if encoder_mask is None else encoder_mask.repeat_interleave(w, dim=0)
+            return _level_logp(out.logits[:, -1], token_ids[0], renormalize).repeat_interleave(w, dim=0)
         # parent stays within a user's rows, so the cross-attention cache (identical across a user's beams)
         # needs no reordering; only the self-attention cache does.
         cache.self_attention_cache.reorder_cache(parent)
         tok = token_ids[level - 1][prefix[:, -1]][:, None]
-        out = model(encoder_outputs=enc_bw, attention_mask=mask_bw, decoder_input_ids=tok,
-                    past_key_values=cache, use_cache=True)
+        out = model(encoder_outputs=state["enc"], attention_mask=state["mask"], decoder_input_ids=tok,
+                    cache=cache, use_cache=True)
         return _level_logp(out.logits[:, -1], token_ids[level], renormalize)
 
     return step
@@ -79,7 +88,6 @@ def causal_lm_step_fn(
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor,
     level_token_ids: Sequence[torch.Tensor],
-    beam_size: int,
     renormalize: bool = False,
 ) -> StepFn:
     """Step function for a transformers decoder-only LM (codes as added tokens after a prompt).
@@ -89,12 +97,12 @@ def causal_lm_step_fn(
         input_ids: (B, T) prompts, LEFT-padded so that every prompt ends at the last column.
         attention_mask: (B, T) 1 for prompt tokens, 0 for padding.
         level_token_ids: per level the (K_l,) vocabulary ids of the codes.
-        beam_size: W.
         renormalize: normalise over the level's codes instead of the whole vocabulary.
 
     Returns:
         A ``step_fn`` for ``constrained_beam_search(..., batch_size=B, beam_size=W)``. Positions count only
-        real tokens (``cumsum(attention_mask) - 1``), as ``generate`` does for left-padded prompts.
+        real tokens (``cumsum(attention_mask) - 1``), as ``generate`` does for left-padded prompts. The prompt
+        forward computes logits for its last position only (``logits_to_keep=1``).
     """
     b = input_ids.shape[0]
     token_ids = [torch.as_tensor(t, device=input_ids.device) for t in level_token_ids]
@@ -103,20 +111,21 @@ def causal_lm_step_fn(
 
     def step(level: int, prefix: torch.Tensor, parent: torch.Tensor) -> torch.Tensor:
         if level == 0:
+            w = _beams(prefix.shape[0], b)
             pos = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
             out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=pos,
-                        past_key_values=cache, use_cache=True)
-            cache.batch_repeat_interleave(beam_size)
-            state["mask"] = attention_mask.repeat_interleave(beam_size, dim=0)
-            state["pos"] = pos[:, -1:].repeat_interleave(beam_size, dim=0)
-            return _level_logp(out.logits[:, -1], token_ids[0], renormalize).repeat_interleave(beam_size, dim=0)
+                        cache=cache, use_cache=True, logits_to_keep=1)
+            cache.batch_repeat_interleave(w)
+            state["mask"] = attention_mask.repeat_interleave(w, dim=0)
+            state["pos"] = pos[:, -1:].repeat_interleave(w, dim=0)
+            return _level_logp(out.logits[:, -1], token_ids[0], renormalize).repeat_interleave(w, dim=0)
         cache.reorder_cache(parent)
         # mask and positions are equal across a user's beams, so they need no reordering
         state["mask"] = torch.cat([state["mask"], state["mask"].new_ones(len(parent), 1)], dim=1)
         state["pos"] = state["pos"] + 1
         tok = token_ids[level - 1][prefix[:, -1]][:, None]
         out = model(input_ids=tok, attention_mask=state["mask"], position_ids=state["pos"],
-                    past_key_values=cache, use_cache=True)
+                    cache=cache, use_cache=True)
         return _level_logp(out.logits[:, -1], token_ids[level], renormalize)
 
     return step

@@ -33,14 +33,21 @@ def _llm(cfg, ctx):
     return LLMRecommender.from_config(cfg, ctx)
 
 
+def _parallel(cfg, ctx):
+    from .parallel import ParallelSidModel
+
+    return ParallelSidModel.from_config(cfg, ctx)
+
+
 def _pop(cfg, ctx):
     from .pop import Popularity
 
     return Popularity.from_config(cfg, ctx)
 
 
-MODELS: dict[str, ModelFactory] = {"pop": _pop, "sasrec": _sasrec, "decoder": _decoder, "tiger": _tiger, "llm": _llm}
-GENERATIVE = {"decoder", "tiger", "llm"}  # models that read semantic IDs
+MODELS: dict[str, ModelFactory] = {"pop": _pop, "sasrec": _sasrec, "decoder": _decoder, "tiger": _tiger, "llm": _llm,
+                               "parallel": _parallel}
+GENERATIVE = {"decoder", "tiger", "llm", "parallel"}  # models that read semantic IDs
 
 
 def build_model(cfg, ctx: ModelContext):

@@ -34,14 +34,9 @@ from ..attention import get_attention
 from ..config import lookup
 from ..data.sequences import NextItemDataset, UserSequenceDataset
 from .base import ModelContext, Output
+from .vocab import SidModel, SidVocab
 
 PAD, BOS, NUM_SPECIAL = 0, 1, 2
-_HASH_MULT = 2654435761  # Knuth's multiplicative hash, as in TIGER (tiger.hash_user): a user keeps one token
-
-
-def hash_user(user: torch.Tensor, num_user_tokens: int) -> torch.Tensor:
-    """Bucket of each user id in ``[0, num_user_tokens)`` (the hashing trick of TIGER's user tokens)."""
-    return ((user.long() * _HASH_MULT) % (1 << 32)) % num_user_tokens
 
 
 # ------------------------------------------------------------------------------------------------- blocks
@@ -136,7 +131,7 @@ class Block(nn.Module):
 LOSS_ON = {"target": "target", "all": "all"}
 
 
-class DecoderRecommender(nn.Module):
+class DecoderRecommender(SidModel):
     """Causal transformer over semantic-ID tokens (``example_mode = "next_item"``).
 
     Args:
@@ -153,25 +148,14 @@ class DecoderRecommender(nn.Module):
     def __init__(self, dcfg, attention: str, sid_codes: torch.Tensor, codebook_sizes: list[int], max_history: int,
                  beam_size: int = 20):
         super().__init__()
-        if sid_codes is None or not codebook_sizes:
-            raise ValueError("model.kind='decoder' needs semantic IDs (ctx.sid_codes); build them with `genrec sids build`")
-        if sid_codes.shape[1] != len(codebook_sizes):
-            raise ValueError(f"sid_codes has {sid_codes.shape[1]} levels but codebook_sizes has {len(codebook_sizes)}")
+        self.vocab = SidVocab(sid_codes, codebook_sizes, NUM_SPECIAL, dcfg.num_user_tokens, owner="model.kind='decoder'")
         lookup(LOSS_ON, dcfg.loss_on, field="model.decoder.loss_on")
         lookup({"rope": 1, "learned": 1}, dcfg.positions, field="model.decoder.positions")
         if dcfg.pack and attention == "linear":
             raise ValueError("model.attention='linear' cannot separate packed sequences (no doc_ids): "
                              "set model.decoder.pack=false")
         self.dcfg, self.loss_on = dcfg, dcfg.loss_on
-        self.num_levels, self.codebook_sizes = len(codebook_sizes), [int(k) for k in codebook_sizes]
         self.num_user_tokens, self.beam_size = int(dcfg.num_user_tokens), int(beam_size)
-        base = NUM_SPECIAL + self.num_user_tokens
-        offsets = [base + sum(self.codebook_sizes[:l]) for l in range(self.num_levels)]
-        self.offsets_list = offsets
-        self.register_buffer("sid_codes", sid_codes.long().clone(), persistent=False)
-        self.cpu_codes = sid_codes.long().cpu().clone()  # for ``collate``, which runs before batches reach the device
-        self.register_buffer("offsets", torch.tensor(offsets, dtype=torch.long), persistent=False)
-        self.vocab_size = base + sum(self.codebook_sizes)
         self.max_positions = 2 + (max_history + 1) * self.num_levels
 
         self.embed = nn.Embedding(self.vocab_size, dcfg.dim)
@@ -183,7 +167,6 @@ class DecoderRecommender(nn.Module):
         for name, p in self.named_parameters():  # GPT-2's scaled init of the residual projections
             if name.endswith(("attn.proj.weight", "mlp.down.weight")):
                 nn.init.normal_(p, std=0.02 / math.sqrt(2 * dcfg.layers))
-        self._trie = None
 
     @staticmethod
     def _init(m):
@@ -199,21 +182,19 @@ class DecoderRecommender(nn.Module):
         return UserSequenceDataset(split) if self.loss_on == "all" else NextItemDataset(split)
 
     # ------------------------------------------------------------------------------------------ inputs
-    def tokens(self, batch: dict[str, torch.Tensor], with_target: bool, codes: torch.Tensor | None = None) -> torch.Tensor:
+    def tokens(self, batch: dict[str, torch.Tensor], with_target: bool, on_cpu: bool = False) -> torch.Tensor:
         """Right-aligned tokens ``[pad..., bos, user, history codes..., (target codes)]``: (B, S), trimmed.
 
-        ``codes``: the (N + 1, L) code table to read (default the buffer; ``collate`` passes a CPU copy).
+        ``on_cpu``: read the vocabulary's CPU copy of the codes (``collate`` runs before batches reach the device).
         """
-        codes = self.sid_codes if codes is None else codes
         items = batch["history"]  # (B, T) left-padded
         if with_target:
             items = torch.cat([items, batch["target"][:, None]], dim=1)
         b, t = items.shape
-        offsets = self.offsets.to(codes.device)
-        seq = (codes[items] + offsets).masked_fill((items == 0)[..., None], PAD).view(b, t * self.num_levels)
+        seq = self.vocab.item_tokens(items, pad=PAD, on_cpu=on_cpu).view(b, t * self.num_levels)
         head = [torch.full((b, 1), BOS, dtype=torch.long, device=seq.device)]
         if self.num_user_tokens > 0:
-            head.append((NUM_SPECIAL + hash_user(batch["user"], self.num_user_tokens))[:, None])
+            head.append(self.vocab.user_tokens(batch["user"].to(seq.device))[:, None])
         seq = torch.cat(head + [seq], dim=1)
         order = torch.argsort((seq != PAD).to(torch.int8), dim=1, stable=True)  # pads first, order kept
         seq = seq.gather(1, order)
@@ -290,7 +271,7 @@ class DecoderRecommender(nn.Module):
         batch = collate(examples)
         if not self.dcfg.pack:
             return batch
-        seq = self.tokens(batch, with_target=True, codes=self.cpu_codes)  # (B, S) right-aligned
+        seq = self.tokens(batch, with_target=True, on_cpu=True)  # (B, S) right-aligned
         lengths = (seq != PAD).sum(1).tolist()
         s, r, L = seq.shape[1], self.max_positions, self.num_levels
         col = torch.arange(s)
@@ -382,13 +363,6 @@ class DecoderRecommender(nn.Module):
             return self.level_log_probs(hid, level)
 
         return step_fn
-
-    def trie(self):
-        if self._trie is None or self._trie.device != self.sid_codes.device:
-            from ..generation import SidTrie
-
-            self._trie = SidTrie.from_codes(self.sid_codes[1:], self.codebook_sizes).to(self.sid_codes.device)
-        return self._trie
 
     @torch.no_grad()
     def recommend(self, batch: dict[str, torch.Tensor], k: int, beam_size: int | None = None):

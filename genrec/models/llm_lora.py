@@ -33,6 +33,7 @@ from ..llm.prompts import PACKED
 from ..llm.tasks import IGNORE_INDEX, TASK_POOLS, TaskMixture, TextRenderer, packed_example, pad_batch, tokenize_example
 from ..llm.tokens import SidTokenMap, add_sid_tokens
 from .base import ModelContext, Output
+from .vocab import SidModel, SidVocab
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 ADAPTER_META = "genrec_llm.json"
@@ -148,7 +149,7 @@ def wrap_lora(lm, lora, new_ids: list[int]):
     return get_peft_model(lm, config)
 
 
-class LLMRecommender(nn.Module):
+class LLMRecommender(SidModel):
     """Causal LM + semantic-ID tokens (+ LoRA); ``model(batch)`` trains, ``recommend(batch, k)`` retrieves.
 
     Args:
@@ -167,14 +168,14 @@ class LLMRecommender(nn.Module):
     def __init__(self, lm, tokenizer, sid_codes: torch.Tensor, codebook_sizes: Sequence[int],
                  item_texts: list[dict] | None, llm: LLMConfig, beam_size: int = 20, seed: int = 0):
         super().__init__()
-        from ..generation import SidTrie
-
         self.lm, self.tokenizer, self.llm = lm, tokenizer, llm
-        self.codebook_sizes = [int(k) for k in codebook_sizes]
-        self.sid_codes = sid_codes.long().cpu()
-        self.tokens = SidTokenMap.from_tokenizer(tokenizer, self.codebook_sizes)
-        self.renderer = TextRenderer(self.sid_codes, item_texts, llm.max_title_words)
-        self.trie = SidTrie.from_codes(self.sid_codes[1:], self.codebook_sizes)
+        self.tokens = SidTokenMap.from_tokenizer(tokenizer, [int(k) for k in codebook_sizes])
+        first = int(self.tokens.level_ids[0][0])  # the codes are tokens added after the base vocabulary
+        if self.tokens.all_ids != list(range(first, first + sum(int(k) for k in codebook_sizes))):
+            raise ValueError("the tokenizer's semantic-ID tokens are not one contiguous block, level-major "
+                             "(genrec.llm.tokens.add_sid_tokens adds them so); rebuild it from the base model")
+        self.vocab = SidVocab(sid_codes, codebook_sizes, num_special=first, owner="model.kind='llm'")
+        self.renderer = TextRenderer(self.vocab.cpu_codes, item_texts, llm.max_title_words)
         self.beam_size, self.seed = beam_size, seed
         self.eval_task = "seqrec_with_titles" if llm.with_titles else "seqrec"
         if llm.tasks and not any(TASK_POOLS.get(t) == "sequences" for t in llm.tasks):
@@ -189,7 +190,7 @@ class LLMRecommender(nn.Module):
                                  f"{llm.with_titles}, tasks {other} (set loss_on=target for titled histories)")
             self._header = tokenizer(PACKED.header, add_special_tokens=False)["input_ids"]
             self._sep = tokenizer(PACKED.item_sep, add_special_tokens=False)["input_ids"]
-            self._item_ids = self.tokens.encode(self.sid_codes).tolist()  # row i: item i's L token ids
+            self._item_ids = self.vocab.item_tokens(torch.arange(self.vocab.num_items + 1), on_cpu=True).tolist()
 
     # ------------------------------------------------------------------ building and reloading
     @classmethod
@@ -362,41 +363,17 @@ class LLMRecommender(nn.Module):
             items (B, k) long (0 where fewer than k valid items exist), scores (B, k) summed log-probs.
         """
         from ..generation import constrained_beam_search
+        from ..generation.hf_steps import causal_lm_step_fn
 
         device = self.lm.get_input_embeddings().weight.device
         W = max(k, beam_size or self.beam_size)
         enc = {key: v.to(device) for key, v in self.prompts(batch["history"]).items()}
         B = enc["input_ids"].shape[0]
-        mask = enc["attention_mask"]
-        pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        out = self.lm(input_ids=enc["input_ids"], attention_mask=mask, position_ids=pos, use_cache=True)
         level_ids = [ids.to(device) for ids in self.tokens.level_ids]
-        state = {"cache": out.past_key_values, "mask": mask, "pos": pos[:, -1], "logits": out.logits[:, -1].float()}
-
-        def step_fn(level: int, prefix: torch.Tensor, parent: torch.Tensor) -> torch.Tensor:
-            cache = state["cache"]
-            if level == 0:  # W copies of each user's prompt state, batch-major
-                cache.batch_repeat_interleave(W)
-                for key in ("mask", "pos", "logits"):
-                    state[key] = state[key].repeat_interleave(W, dim=0)
-            else:
-                cache.reorder_cache(parent)
-                state["mask"] = torch.cat([state["mask"][parent], state["mask"].new_ones(len(parent), 1)], dim=1)
-                state["pos"] = state["pos"][parent] + 1
-                tok = level_ids[level - 1][prefix[:, -1]]
-                o = self.lm(input_ids=tok[:, None], attention_mask=state["mask"], position_ids=state["pos"][:, None],
-                            past_key_values=cache, use_cache=True)
-                state["cache"], state["logits"] = o.past_key_values, o.logits[:, -1].float()
-            return torch.log_softmax(state["logits"], dim=-1)[:, level_ids[level]]
-
-        res = constrained_beam_search(step_fn, self.trie_on(device), batch_size=B, beam_size=W, device=device,
+        step_fn = causal_lm_step_fn(self.lm, enc["input_ids"], enc["attention_mask"], level_ids)
+        res = constrained_beam_search(step_fn, self.vocab.trie(), batch_size=B, beam_size=W, device=device,
                                       num_return=k)
         return res.items, res.scores
-
-    def trie_on(self, device: torch.device):
-        if self.trie.device != torch.device(device):
-            self.trie = self.trie.to(device)
-        return self.trie
 
 
 __all__ = ["LLMRecommender", "add_tokens_and_resize", "has_tied_head", "load_base", "wrap_lora"]

@@ -44,18 +44,10 @@ from torch import nn
 from transformers import T5Config, T5ForConditionalGeneration
 
 from .base import ModelContext, Output
+from .vocab import SidModel, SidVocab, hash_user
 
 PAD, EOS, NUM_SPECIAL = 0, 1, 2
-_HASH_MULT = 2654435761  # Knuth's multiplicative hash constant (2^32 / golden ratio)
 SOFTMAX = ("full", "level")
-
-
-def hash_user(user: torch.Tensor, num_user_tokens: int) -> torch.Tensor:
-    """Bucket of each user id in ``[0, num_user_tokens)``: a fixed multiplicative hash (the hashing trick).
-
-    Depends only on the id, so a user keeps one token across runs, processes and examples.
-    """
-    return ((user.long() * _HASH_MULT) % (1 << 32)) % num_user_tokens
 
 
 def t5_config(tcfg, vocab_size: int) -> T5Config:
@@ -79,7 +71,7 @@ def t5_config(tcfg, vocab_size: int) -> T5Config:
     )
 
 
-class TigerModel(nn.Module):
+class TigerModel(SidModel):
     """T5 encoder-decoder over semantic-ID tokens (``example_mode = "next_item"``).
 
     Args:
@@ -93,32 +85,18 @@ class TigerModel(nn.Module):
 
     def __init__(self, tcfg, sid_codes: torch.Tensor, codebook_sizes: list[int], beam_size: int = 20):
         super().__init__()
-        if sid_codes is None or sid_codes.dim() != 2:
-            raise ValueError("TigerModel needs ctx.sid_codes of shape (N + 1, L); build them with `genrec sids build`")
-        L = sid_codes.shape[1]
-        if len(codebook_sizes) != L:
-            raise ValueError(f"ctx.codebook_sizes has {len(codebook_sizes)} levels but sid_codes has L={L} columns")
         if tcfg.softmax not in SOFTMAX:
             raise ValueError(f"model.tiger.softmax={tcfg.softmax!r} is not one of {list(SOFTMAX)}")
         if tcfg.num_user_tokens < 0:
             raise ValueError(f"model.tiger.num_user_tokens={tcfg.num_user_tokens} must be >= 0 (0 disables them)")
-        codes = sid_codes[1:]
-        if codes.numel() and (codes.min() < 0 or (codes >= torch.tensor(codebook_sizes)).any()):
-            raise ValueError("ctx.sid_codes has a code outside [0, codebook_sizes[level]) for some level")
-        self.num_levels = L
-        self.codebook_sizes = [int(k) for k in codebook_sizes]
+        self.vocab = SidVocab(sid_codes, codebook_sizes, NUM_SPECIAL, tcfg.num_user_tokens, owner="model.kind='tiger'")
         self.num_user_tokens = int(tcfg.num_user_tokens)
         self.softmax = tcfg.softmax
         self.beam_size = int(beam_size)
         self.encoder_chunk = int(tcfg.encoder_chunk)
         self.encoder_eos = bool(tcfg.encoder_eos)
-        starts = [NUM_SPECIAL + self.num_user_tokens]
-        for k in self.codebook_sizes[:-1]:
-            starts.append(starts[-1] + k)
-        self.offsets_list = starts
-        self.vocab_size = starts[-1] + self.codebook_sizes[-1]
-        self.register_buffer("sid_codes", sid_codes.long().clone())  # (N + 1, L)
-        self.register_buffer("offsets", torch.tensor(starts, dtype=torch.long), persistent=False)  # (L,)
+        # Checkpoints written before the shared vocabulary stored the codes too; they come from the artifact now.
+        self.register_load_state_dict_pre_hook(lambda module, sd, prefix, *a: sd.pop(prefix + "sid_codes", None))
         self.t5 = T5ForConditionalGeneration(t5_config(tcfg, self.vocab_size))
         # Optional learned embedding of each history token's recency (see TigerConfig.recency_positions).
         self.recency = None
@@ -126,7 +104,6 @@ class TigerModel(nn.Module):
             self.recency = nn.Embedding(tcfg.recency_positions + 1, tcfg.d_model)
             nn.init.normal_(self.recency.weight, std=1.0)  # the scale of T5's token embeddings
         self.t5.generation_config.do_sample = False  # never sample, even if someone calls generate()
-        self._trie = None
 
     @classmethod
     def from_config(cls, cfg, ctx: ModelContext) -> "TigerModel":
@@ -139,8 +116,7 @@ class TigerModel(nn.Module):
     # ------------------------------------------------------------------------------------------ inputs
     def item_tokens(self, items: torch.Tensor) -> torch.Tensor:
         """Vocabulary tokens of items: (...,) ids -> (..., L); padding items (0) map to PAD."""
-        tok = self.sid_codes[items] + self.offsets  # (..., L)
-        return tok.masked_fill((items == 0).unsqueeze(-1), PAD)
+        return self.vocab.item_tokens(items, pad=PAD)
 
     def encoder_inputs(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Encoder tokens ``[pad..., user, codes of history items..., (eos)]``, their mask and recency, all (B, S).
@@ -157,7 +133,7 @@ class TigerModel(nn.Module):
         rec = torch.arange(T, 0, -1, device=history.device).repeat_interleave(L).expand(B, -1)
         rec = rec.masked_fill(seq == PAD, 0)
         if self.num_user_tokens > 0:
-            user = NUM_SPECIAL + hash_user(batch["user"], self.num_user_tokens)  # (B,)
+            user = self.vocab.user_tokens(batch["user"])  # (B,)
             seq = torch.cat([user.unsqueeze(1), seq], dim=1)  # (B, 1 + T*L)
             rec = torch.cat([torch.zeros_like(rec[:, :1]), rec], dim=1)
             real = seq != PAD
@@ -262,52 +238,21 @@ class TigerModel(nn.Module):
     def make_step_fn(self, batch: dict[str, torch.Tensor]):
         """A ``step_fn(level, prefix, parent) -> (B*W, K_level)`` for ``constrained_beam_search`` on this batch.
 
-        The encoder runs once, here. Level 0 runs the decoder on the B users only (all of a user's beams start from
-        the same state), then copies the KV cache W times; the cross-attention keys/values are thus projected once
-        per user, not once per beam. Later levels feed each row's last chosen code and reorder the self-attention
-        cache by ``parent``; the cross-attention cache needs no reordering because ``parent`` never leaves the
-        user's block of rows (batch-major rows ``b * W + w``, see ``constrained_beam_search``).
+        The encoder runs once, here; decoding is ``genrec.generation.hf_steps.encoder_decoder_step_fn`` over the
+        T5 (level 0 on the B users, then the KV cache copied W times and reordered by ``parent``), with the
+        level's log-probs normalised as ``model.tiger.softmax`` says.
         """
+        from ..generation.hf_steps import encoder_decoder_step_fn
+
         enc_ids, enc_mask, rec = self.encoder_inputs(batch)
         enc = self.encode(enc_ids, enc_mask, rec)  # (B, S, D)
-        B = enc.shape[0]
-        state: dict = {"cache": None, "W": 0}
-
-        def step_fn(level: int, prefix: torch.Tensor, parent: torch.Tensor) -> torch.Tensor:
-            R = prefix.shape[0]
-            if level == 0:
-                if R % B:
-                    raise ValueError(f"step_fn: {R} rows at level 0 is not a multiple of the batch size {B}")
-                tok = torch.full((B, 1), PAD, dtype=torch.long, device=enc.device)
-                out = self.t5.decoder(input_ids=tok, encoder_hidden_states=enc, encoder_attention_mask=enc_mask,
-                                      use_cache=True)
-                state["cache"], state["W"] = out.past_key_values, R // B
-                state["cache"].batch_repeat_interleave(R // B)  # (B*W, ...) batch-major
-                logits = self._head(out.last_hidden_state[:, -1]).repeat_interleave(R // B, dim=0)
-                return self.level_log_probs(logits, level)  # (B*W, K_0)
-            if R != B * state["W"]:
-                raise ValueError(f"step_fn: level {level} has {R} rows, level 0 had {B * state['W']}")
-            cache = state["cache"]
-            cache.self_attention_cache.reorder_cache(parent.to(enc.device))
-            tok = (prefix[:, -1].to(enc.device) + self.offsets_list[level - 1]).unsqueeze(1)  # (B*W, 1)
-            mask = enc_mask.repeat_interleave(state["W"], dim=0)  # only its shape and values matter here: the
-            # cross-attention keys/values come from the cache, the states below are not re-projected
-            out = self.t5.decoder(input_ids=tok, encoder_hidden_states=enc[:1].expand(R, -1, -1),
-                                  encoder_attention_mask=mask, past_key_values=cache, use_cache=True)
-            return self.level_log_probs(self._head(out.last_hidden_state[:, -1]), level)  # (B*W, K_level)
-
-        return step_fn
-
-    def trie(self):
-        from ..generation import SidTrie
-
-        dev = self.sid_codes.device
-        if self._trie is None or self._trie[0] != dev:
-            self._trie = (dev, SidTrie.from_codes(self.sid_codes[1:], self.codebook_sizes).to(dev))
-        return self._trie[1]
+        level_ids = [torch.arange(self.vocab.level_slice(l).start, self.vocab.level_slice(l).stop, device=enc.device)
+                     for l in range(self.num_levels)]
+        return encoder_decoder_step_fn(self.t5, enc, enc_mask, level_ids, decoder_start_token_id=PAD,
+                                       renormalize=self.softmax == "level")
 
     @torch.no_grad()
-    def recommend(self, batch: dict[str, torch.Tensor], k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def recommend(self, batch: dict[str, torch.Tensor], k: int, beam_size: int | None = None):
         """Top-k distinct items by constrained beam search over semantic IDs.
 
         Args:
@@ -320,7 +265,7 @@ class TigerModel(nn.Module):
         from ..generation import constrained_beam_search
 
         B = batch["history"].shape[0]
-        W = max(self.beam_size, k)
+        W = max(beam_size or self.beam_size, k)
         chunk = self.encoder_chunk
         if chunk > 0 and B > chunk:  # length-sorted chunks: less padding, and a cache of chunk * W rows at a time
             order = torch.argsort((batch["history"] > 0).sum(1))

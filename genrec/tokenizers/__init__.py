@@ -3,7 +3,7 @@
 Each maps content embeddings (N, E) to codes (N, L) behind ``base.Tokenizer`` (fit / encode / decode /
 save / load); ``dedup.py`` appends the collision digit and ``artifact.SemanticIds`` carries the result.
 ``rqvae`` and ``rkmeans`` share the residual loop of ``residual.py``; ``pq``, ``random`` and ``lsh`` are the
-non-residual baselines (TIGER, Table 2).
+non-residual baselines (TIGER, Table 2); ``opq`` (faiss) gives the long flat IDs of RPG.
 """
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from .artifact import SemanticIds
 from .base import Tokenizer, load_tokenizer
 from .dedup import add_collision_digit, collision_digits
 from .lsh import LSHTokenizer
+from .opq import OPQTokenizer
 from .pq import PQTokenizer
 from .random_ids import RandomTokenizer
 from .rkmeans import RKMeansTokenizer
@@ -21,6 +22,7 @@ TOKENIZERS: dict[str, type[Tokenizer]] = {
     "rqvae": RQVAETokenizer,
     "rkmeans": RKMeansTokenizer,
     "pq": PQTokenizer,
+    "opq": OPQTokenizer,
     "random": RandomTokenizer,
     "lsh": LSHTokenizer,
 }

@@ -40,12 +40,11 @@ def sids_path(cfg, dataset: str, emb_sha: str) -> str:
     return os.path.join(cfg.tokenizer.out_dir, f"{dataset}_{cfg.tokenizer.kind}_{key}.pt")
 
 
-def load_items(cfg) -> tuple[list[dict], str]:
-    """The item table (row i = item i+1) and dataset name, through ``genrec.data.load_dataset``."""
+def load_items(cfg):
+    """The dataset (``InteractionData``: item table, row i = item i+1, and sequences) through ``load_dataset``."""
     from ..data import load_dataset
 
-    data = load_dataset(cfg.data)
-    return data.items, data.name
+    return load_dataset(cfg.data)
 
 
 def fit_sids(tokenizer, emb: torch.Tensor, dedup: bool = True) -> tuple[torch.Tensor, list[int], torch.Tensor]:
@@ -75,8 +74,9 @@ def build_sids(cfg, force: bool = False) -> SemanticIds:
         torch.set_num_threads(cfg.train.threads)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     t0, c0 = time.time(), time.process_time()
-    items, dataset = load_items(cfg)
-    emb = item_embeddings(cfg.embedding, items, dataset)
+    data = load_items(cfg)
+    items, dataset = data.items, data.name
+    emb = item_embeddings(cfg.embedding, items, dataset, data=data)
     t_embed, c_embed = time.time() - t0, time.process_time() - c0
     emb_sha = embedding_sha256(emb)
     path = sids_path(cfg, dataset, emb_sha)
@@ -96,7 +96,9 @@ def build_sids(cfg, force: bool = False) -> SemanticIds:
         dataset=dataset,
         kind=cfg.tokenizer.kind,
         embedding={"source": cfg.embedding.source, "encoder": cfg.embedding.encoder,
-                   "template": cfg.embedding.template, "dim": emb.shape[1], "sha256": emb_sha,
+                   "template": cfg.embedding.template, "fusion": list(cfg.embedding.fusion),
+                   "collab": {"dim": cfg.embedding.collab_dim, "window": cfg.embedding.collab_window},
+                   "dim": emb.shape[1], "sha256": emb_sha,
                    "cache": cache_meta(cfg.embedding, items, dataset) if cfg.embedding.source == "text" else {}},
         codebook_sizes_after_dedup=sizes,
         # Wall seconds, and CPU seconds of this process (summed over threads): on a shared machine the wall

@@ -77,7 +77,7 @@ def test_file_and_fusion_sources(tmp_path, monkeypatch):
         item_embeddings(EmbeddingConfig(source="file", file=str(tmp_path / "img.npy")), ITEMS[:7], "toy")
     with pytest.raises(ValueError, match="embedding.source='txt'.*Did you mean 'text'"):
         item_embeddings(EmbeddingConfig(source="txt"), ITEMS, "toy")
-    assert set(SOURCES) == {"text", "file", "fusion"}
+    assert set(SOURCES) == {"text", "file", "collab", "fusion"}
 
 
 def test_embedding_sha256_tracks_values():

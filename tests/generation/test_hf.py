@@ -51,7 +51,7 @@ def generated_items(trie, sequences, prompt_len, num_levels):
 def t5_search(model, trie, enc_ids, beam):
     with torch.no_grad():
         hidden = model.get_encoder()(input_ids=enc_ids).last_hidden_state
-    step = encoder_decoder_step_fn(model, hidden, None, contiguous_level_token_ids(SIZES, OFFSET), beam, 0)
+    step = encoder_decoder_step_fn(model, hidden, None, contiguous_level_token_ids(SIZES, OFFSET), 0)
     return constrained_beam_search(step, trie, batch_size=enc_ids.shape[0], beam_size=beam)
 
 
@@ -90,7 +90,7 @@ def test_t5_search_covering_catalog_equals_exhaustive_enumeration(random_codes):
     ours = t5_search(model, trie, enc_ids, beam=12)
     with torch.no_grad():
         hidden = model.get_encoder()(input_ids=enc_ids).last_hidden_state
-    step = encoder_decoder_step_fn(model, hidden, None, contiguous_level_token_ids(SIZES, OFFSET), 12, 0)
+    step = encoder_decoder_step_fn(model, hidden, None, contiguous_level_token_ids(SIZES, OFFSET), 0)
     ref_scores, ref_order = exhaustive_scores(step, codes, batch_size=2).sort(dim=1, descending=True)
     assert torch.equal(ours.items, ref_order + 1)
     torch.testing.assert_close(ours.scores, ref_scores, rtol=1e-5, atol=1e-5)
@@ -106,8 +106,8 @@ def test_causal_lm_search_equals_generate_and_exhaustive(random_codes):
     prompt[1, :2], mask[1, :2] = 0, 0  # left padding
     ids = contiguous_level_token_ids(SIZES, OFFSET)
     beam = 12
-    ours = constrained_beam_search(causal_lm_step_fn(model, prompt, mask, ids, beam), trie, 2, beam)
-    ref_scores, ref_order = exhaustive_scores(causal_lm_step_fn(model, prompt, mask, ids, 12), codes, 2).sort(
+    ours = constrained_beam_search(causal_lm_step_fn(model, prompt, mask, ids), trie, 2, beam)
+    ref_scores, ref_order = exhaustive_scores(causal_lm_step_fn(model, prompt, mask, ids), codes, 2).sort(
         dim=1, descending=True)
     assert torch.equal(ours.items, ref_order + 1)
     torch.testing.assert_close(ours.scores, ref_scores, rtol=1e-5, atol=1e-5)

@@ -11,7 +11,8 @@ TINY_RQVAE = dict(epochs=25, batch_size=64, hidden_dims=[64, 32], latent_dim=16,
 
 
 def make(kind):
-    kw = TINY_RQVAE if kind == "rqvae" else {}
+    # opq: faiss's OPQ needs >= 256 items and E divisible by L; here PQ after a PCA to 30 dimensions
+    kw = {"rqvae": TINY_RQVAE, "opq": dict(rotation=False, pca_dim=30, whiten=False)}.get(kind, {})
     return TOKENIZERS[kind](num_levels=L, codebook_size=K, seed=0, **kw)
 
 
@@ -143,3 +144,37 @@ def test_tokenizer_rqvae_dead_code_reset_revives_codes():
     with_reset = TOKENIZERS["rqvae"](dead_code_reset=True, **kw).fit(x).encode(x)
     used = lambda c: len(set(c[:, 0].tolist()))  # noqa: E731
     assert used(with_reset) == 32 and used(without) < 24
+
+
+def _opq_data(n=600, e=48, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 8, generator=g) @ torch.randn(8, e, generator=g) + 0.05 * torch.randn(n, e, generator=g)
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_opq_long_ids_roundtrip_and_beat_plain_pq_on_correlated_dimensions(bits):
+    x = _opq_data()
+    opq = TOKENIZERS["opq"](num_levels=8, codebook_size=1 << bits, seed=0).fit(x)
+    pq = TOKENIZERS["opq"](num_levels=8, codebook_size=1 << bits, seed=0, rotation=False).fit(x)
+    codes = opq.encode(x)
+    assert codes.shape == (600, 8) and int(codes.max()) < (1 << bits)
+    err = {name: (t.decode(t.encode(x)) - x).pow(2).sum(1).mean().item() for name, t in [("opq", opq), ("pq", pq)]}
+    assert err["opq"] < err["pq"]  # the learned rotation balances the sub-spaces (OPQ's point)
+    # packing: decode(codes) is what faiss reconstructs from its own packed codes
+    assert torch.allclose(opq.decode(codes), torch.from_numpy(opq.index.sa_decode(opq.index.sa_encode(x.numpy()))))
+    again = TOKENIZERS["opq"](num_levels=8, codebook_size=1 << bits, seed=0).fit(x)
+    assert torch.equal(again.encode(x), codes)
+
+
+def test_opq_whitened_pca_and_bad_settings():
+    x = _opq_data()
+    t = TOKENIZERS["opq"](num_levels=4, codebook_size=16, pca_dim=8).fit(x)
+    assert t.encode(x).shape == (600, 4) and t.decode(t.encode(x)).shape == (600, 8)  # decoded in the PCA space
+    with pytest.raises(ValueError, match="power of two"):
+        TOKENIZERS["opq"](num_levels=4, codebook_size=100)
+    with pytest.raises(ValueError, match="pca_dim"):
+        TOKENIZERS["opq"](num_levels=4, codebook_size=16, pca_dim=10)
+    with pytest.raises(ValueError, match="multiple of tokenizer.num_levels"):
+        TOKENIZERS["opq"](num_levels=5, codebook_size=16).fit(x)
+    with pytest.raises(ValueError, match="too few"):
+        TOKENIZERS["opq"](num_levels=4, codebook_size=16).fit(x[:100])

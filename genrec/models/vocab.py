@@ -1,0 +1,159 @@
+"""The semantic-ID vocabulary shared by every generative model: codes, token offsets, user hashing, the trie.
+
+A model's token space is laid out as
+
+    0 .. S-1 special tokens | S .. S+U-1 hashed user tokens | one block of K_l codes per level l
+
+so level l's code c is token ``offset_l + c`` with ``offset_l = S + U + sum(K_<l)``. TIGER (S = 2: pad, eos), the
+decoder-only model (S = 2: pad, bos) and the parallel model (S = 0, no user tokens) use it as is; the LLM's codes are
+tokens added after its base vocabulary (S = the base vocabulary size, no user tokens; ``genrec.llm.tokens``).
+``SidVocab`` is an ``nn.Module`` so that its buffers follow the model to its device; it has no parameters and
+nothing in the state dict (the codes come from the semantic-ID artifact, not from a checkpoint).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+_HASH_MULT = 2654435761  # Knuth's multiplicative hash constant (2^32 / golden ratio), as in TIGER
+
+
+def hash_user(user: torch.Tensor, num_user_tokens: int) -> torch.Tensor:
+    """Bucket of each user id in ``[0, num_user_tokens)``: a fixed multiplicative hash (the hashing trick).
+
+    Depends only on the id, so a user keeps one token across runs, processes and examples.
+    """
+    return ((user.long() * _HASH_MULT) % (1 << 32)) % num_user_tokens
+
+
+class SidVocab(nn.Module):
+    """Item -> code -> token maps, user tokens and the cached code trie of one semantic-ID artifact.
+
+    Args:
+        sid_codes: (N + 1, L) long codes, row i = item i (row 0 = padding, never used).
+        codebook_sizes: K_l per level (after the collision digit).
+        num_special: S tokens before the user tokens (0 .. S-1; token 0 is padding in every model here).
+        num_user_tokens: U hashed user tokens (0 disables them).
+        owner: the config section that asked for the vocabulary, named in errors (e.g. ``model.kind='tiger'``).
+
+    Raises:
+        ValueError: codes missing, of the wrong shape, or outside ``[0, K_l)``.
+    """
+
+    def __init__(self, sid_codes: torch.Tensor | None, codebook_sizes: Sequence[int], num_special: int = 0,
+                 num_user_tokens: int = 0, owner: str = "this model"):
+        super().__init__()
+        if sid_codes is None or not len(codebook_sizes):
+            raise ValueError(f"{owner} needs semantic IDs (ctx.sid_codes); build them with `genrec sids build`")
+        if sid_codes.dim() != 2 or sid_codes.shape[1] != len(codebook_sizes):
+            raise ValueError(f"{owner}: sid_codes of shape {tuple(sid_codes.shape)} do not match codebook_sizes "
+                             f"(L={len(codebook_sizes)}); expected (N + 1, L)")
+        if num_user_tokens < 0:
+            raise ValueError(f"{owner}: num_user_tokens={num_user_tokens} must be >= 0 (0 disables them)")
+        codes = sid_codes.long().cpu()
+        sizes = torch.tensor([int(k) for k in codebook_sizes])
+        if codes.shape[0] > 1 and (codes[1:].min() < 0 or (codes[1:] >= sizes).any()):
+            raise ValueError(f"{owner}: sid_codes has a code outside [0, codebook_sizes[level]) for some level")
+        self.codebook_sizes = sizes.tolist()
+        self.num_levels = len(self.codebook_sizes)
+        self.num_items = codes.shape[0] - 1
+        self.num_special, self.num_user_tokens = int(num_special), int(num_user_tokens)
+        base = self.num_special + self.num_user_tokens
+        self.offsets_list = [base + sum(self.codebook_sizes[:l]) for l in range(self.num_levels)]
+        self.size = base + sum(self.codebook_sizes)  # tokens in the whole space
+        self.register_buffer("codes", codes.clone(), persistent=False)  # (N + 1, L)
+        self.register_buffer("offsets", torch.tensor(self.offsets_list), persistent=False)  # (L,)
+        self.cpu_codes = codes  # for collate functions, which run before batches reach the device
+        self._trie = None
+
+    def level_slice(self, level: int) -> slice:
+        """Token ids of level ``level``'s codes: ``slice(offset_l, offset_l + K_l)``."""
+        lo = self.offsets_list[level]
+        return slice(lo, lo + self.codebook_sizes[level])
+
+    def user_tokens(self, user: torch.Tensor) -> torch.Tensor:
+        """(B,) user ids -> (B,) user tokens in ``[S, S + U)``."""
+        if self.num_user_tokens == 0:
+            raise ValueError("user_tokens: this vocabulary has no user tokens (num_user_tokens=0)")
+        return self.num_special + hash_user(user, self.num_user_tokens)
+
+    def item_tokens(self, items: torch.Tensor, pad: int = 0, on_cpu: bool = False) -> torch.Tensor:
+        """(...,) item ids -> (..., L) tokens of their codes; padding items (0) map to ``pad``."""
+        codes = self.cpu_codes if on_cpu else self.codes
+        offsets = self.offsets.to(codes.device)
+        return (codes[items] + offsets).masked_fill((items == 0).unsqueeze(-1), pad)
+
+    def trie(self):
+        """The ``SidTrie`` of every item's codes, built once per device of the vocabulary."""
+        from ..generation import SidTrie
+
+        dev = self.codes.device
+        if self._trie is None or self._trie.device != dev:
+            self._trie = SidTrie.from_codes(self.codes[1:], self.codebook_sizes).to(dev)
+        return self._trie
+
+    def item_scores(self, level_log_probs: Sequence[torch.Tensor], chunk: int = 65536) -> torch.Tensor:
+        """Exact score of every item as the sum of its codes' per-level log-probs.
+
+        Args:
+            level_log_probs: L tensors (B, K_l).
+            chunk: items scored at a time (bounds the (B, chunk, L) gather for catalogs of millions).
+
+        Returns:
+            (B, N + 1) float scores, column 0 (padding) = -inf.
+        """
+        b = level_log_probs[0].shape[0]
+        flat = torch.cat([lp.float() for lp in level_log_probs], dim=1)  # (B, sum K)
+        starts = self.offsets - self.offsets_list[0]  # (L,) level starts in ``flat``
+        out = flat.new_empty(b, self.num_items + 1)
+        out[:, 0] = float("-inf")
+        for lo in range(1, self.num_items + 1, chunk):
+            idx = self.codes[lo : lo + chunk] + starts  # (n, L) columns of ``flat``
+            out[:, lo : lo + idx.shape[0]] = flat[:, idx.reshape(-1)].view(b, idx.shape[0], -1).sum(-1)
+        return out
+
+    def extra_repr(self) -> str:
+        return (f"items={self.num_items}, levels={self.codebook_sizes}, special={self.num_special}, "
+                f"users={self.num_user_tokens}, size={self.size}")
+
+
+
+
+
+class SidModel(nn.Module):
+    """Base of the generative models: holds ``self.vocab`` (a ``SidVocab``) and reads the vocabulary through it.
+
+    The read-only views below (``sid_codes``, ``offsets``, ...) and ``trie()`` exist once, here, for every model.
+    """
+
+    vocab: SidVocab
+
+    @property
+    def sid_codes(self) -> torch.Tensor:
+        return self.vocab.codes
+
+    @property
+    def offsets(self) -> torch.Tensor:
+        return self.vocab.offsets
+
+    @property
+    def offsets_list(self) -> list[int]:
+        return self.vocab.offsets_list
+
+    @property
+    def codebook_sizes(self) -> list[int]:
+        return self.vocab.codebook_sizes
+
+    @property
+    def num_levels(self) -> int:
+        return self.vocab.num_levels
+
+    @property
+    def vocab_size(self) -> int:
+        return self.vocab.size
+
+    def trie(self):
+        return self.vocab.trie()
+__all__ = ["SidModel", "SidVocab", "hash_user"]

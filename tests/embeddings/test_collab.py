@@ -1,0 +1,50 @@
+"""Collaborative embeddings: co-occurrence counts by hand, PPMI-SVD neighbours, no held-out item is read."""
+import numpy as np
+import pytest
+import torch
+
+from genrec.config import EmbeddingConfig
+from genrec.data.interactions import InteractionData
+from genrec.embeddings import item_embeddings
+from genrec.embeddings.collab import cooccurrence, ppmi_svd_embeddings
+
+
+def test_cooccurrence_counts_by_hand():
+    m = cooccurrence([np.array([1, 2, 3]), np.array([2, 1])], num_items=4, window=2).toarray()
+    want = np.zeros((4, 4))
+    for a, b, w in [(0, 1, 1.0), (1, 2, 1.0), (0, 2, 0.5), (1, 0, 1.0)]:  # pairs (0-based) and 1 / distance
+        want[a, b] += w
+        want[b, a] += w
+    assert np.allclose(m, want)
+
+
+def test_items_bought_together_are_neighbours():
+    rng = np.random.default_rng(0)
+    # two "shops": items 1..10 co-occur with each other, items 11..20 with each other
+    seqs = [rng.choice(np.arange(1, 11) + 10 * (u % 2), size=6, replace=False) for u in range(200)]
+    emb = ppmi_svd_embeddings(seqs, num_items=20, dim=4, window=3)
+    assert emb.shape == (20, 4) and torch.allclose(emb.norm(dim=1), torch.ones(20), atol=1e-5)
+    sim = emb @ emb.T
+    same = sim[:10, :10].mean() + sim[10:, 10:].mean()
+    cross = sim[:10, 10:].mean() * 2
+    assert same > cross + 0.5
+    assert torch.equal(emb, ppmi_svd_embeddings(seqs, num_items=20, dim=4, window=3))  # deterministic
+
+
+def test_collab_source_reads_only_training_items():
+    seqs = [np.array([1, 2, 3, 9, 10]), np.array([2, 3, 1, 4, 9]), np.array([3, 1, 2, 5, 6]),
+            np.array([1, 3, 2, 7, 8])]
+    data = InteractionData("toy", seqs, np.arange(4), [{"title": str(i)} for i in range(1, 11)])
+    emb = item_embeddings(EmbeddingConfig(source="collab", collab_dim=2, collab_window=2), data.items, "toy",
+                          data=data)
+    # items 5..10 appear only as validation / test items (the last two of each sequence): zero rows
+    assert emb[4:].abs().sum() == 0 and (emb[:3].norm(dim=1) > 0.99).all()
+
+
+def test_collab_errors_name_the_field():
+    with pytest.raises(ValueError, match="collab_dim"):
+        ppmi_svd_embeddings([np.array([1, 2])], num_items=3, dim=3)
+    with pytest.raises(ValueError, match="collab_window"):
+        ppmi_svd_embeddings([np.array([1, 2])], num_items=3, dim=1, window=0)
+    with pytest.raises(ValueError, match="interactions"):
+        item_embeddings(EmbeddingConfig(source="collab"), [{}] * 3, "toy")
