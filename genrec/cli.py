@@ -3,6 +3,7 @@
     genrec demo                                   # the whole pipeline on the embedded tiny dataset, offline
     genrec train --config configs/sasrec/beauty.yaml [--config delta.yaml ...] [key=value ...]
     genrec eval runs/<run name> eval.exclude_history=true eval.beam_size=50   # re-evaluate trained weights
+    genrec predict runs/<run name> --k 100 --out recs.parquet [--users FILE] [--split test|valid|next]
     genrec data stats --config configs/sasrec/beauty.yaml       (or: genrec data stats data.name=sports)
     genrec sids build --config configs/tiger/beauty.yaml
     genrec config --config ...                    # print the resolved config
@@ -29,6 +30,14 @@ def _parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="re-evaluate a trained run's best weights under other eval.* settings")
     ev.add_argument("run_dir", help="the run's folder, runs/<run name>")
     ev.add_argument("overrides", nargs="*", help="eval.* overrides, e.g. eval.beam_size=50 eval.exclude_history=true")
+    pr = sub.add_parser("predict", help="top-K recommendations per user from a trained run, to a parquet/csv file")
+    pr.add_argument("run_dir", help="the run's folder, runs/<run name>")
+    pr.add_argument("--out", required=True, help="output file: .parquet or .csv")
+    pr.add_argument("--k", type=int, default=100, help="items per user (default 100)")
+    pr.add_argument("--users", default="", help="file with one user id per line (default: every user)")
+    pr.add_argument("--split", default="test", choices=["test", "valid", "next"],
+                    help="history to recommend from: test (default; the held-out target is written beside the "
+                         "list), valid, or next (the whole sequence)")
     with_config(sub.add_parser("config", help="print the resolved config"))
     demo = with_config(sub.add_parser("demo", help="run the pipeline on the embedded tiny dataset"))
     demo.add_argument("--models", default="", help="comma-separated model kinds (default: all that apply)")
@@ -46,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from .config import ConfigError, load_config, to_dict
 
+    if args.command == "predict":
+        return _predict(args)
     if args.command == "eval":
         from .training.loop import evaluate_run
 
@@ -84,6 +95,29 @@ def main(argv: list[str] | None = None) -> int:
         from .tokenizers import build_sids
 
         build_sids(cfg)
+    return 0
+
+
+def _predict(args) -> int:
+    from .predict import load_run, metrics_from_file, predict
+
+    try:
+        users = None
+        if args.users:
+            with open(args.users) as f:
+                users = [line.strip() for line in f if line.strip()]
+        run = load_run(args.run_dir)
+        frame = predict(run, k=args.k, split=args.split, users=users)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"genrec: {e}", file=sys.stderr)
+        return 2
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    frame.to_csv(args.out, index=False) if args.out.endswith(".csv") else frame.to_parquet(args.out, index=False)
+    msg = f"wrote {len(frame)} rows ({frame['user_row'].nunique()} users x top {args.k}) to {args.out}"
+    if args.split != "next":
+        ks = [k for k in run.cfg.eval.ks if k <= args.k]
+        msg += "; " + ", ".join(f"{k}={v:.4f}" for k, v in metrics_from_file(frame, ks).items())
+    print(msg)
     return 0
 
 

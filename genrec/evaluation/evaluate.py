@@ -15,7 +15,7 @@ from .metrics import (drop_seen_items, list_validity, mask_seen_scores, metrics_
 def ranks_by(net) -> str:
     """How the evaluator ranks a model: "score" (a score per item) or "list" (``recommend``'s top-K list).
 
-    A model states it with a ``ranking`` attribute (``models/base.py``); without one, ``score`` decides.
+    Every ``Recommender`` states it (``ranking``, ``models/base.py``); for other modules ``score`` decides.
     """
     return getattr(net, "ranking", "score" if hasattr(net, "score") else "list")
 
@@ -38,6 +38,13 @@ def evaluate(model, loader, accelerator, ks: list[int], num_items: int, desc: st
     net = accelerator.unwrap_model(model)
     was_training = net.training
     net.eval()
+    with accelerator.autocast():  # the training precision (accelerate autocasts only the prepared forward)
+        out = _evaluate(net, loader, accelerator, ks, num_items, desc, progress, exclude_history)
+    net.train(was_training)
+    return out
+
+
+def _evaluate(net, loader, accelerator, ks, num_items, desc, progress, exclude_history) -> dict:
     k = max(ks)
     ranks, validity, seen = [], [], []
     for batch in tqdm(loader, desc=desc, disable=not (progress and accelerator.is_local_main_process), leave=False):
@@ -65,5 +72,4 @@ def evaluate(model, loader, accelerator, ks: list[int], num_items: int, desc: st
         out["invalid_ids"], out["duplicate_ids"] = int(counts[0]), int(counts[1])
     if seen:
         out["seen_targets"] = int(torch.cat(seen).sum())
-    net.train(was_training)
     return out

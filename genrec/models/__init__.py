@@ -6,7 +6,7 @@ Entries import their module on use, so ``import genrec`` stays light and optiona
 from __future__ import annotations
 
 from ..config import lookup
-from .base import ModelContext, ModelFactory, Output
+from .base import ModelContext, ModelFactory, Output, Recommender
 
 
 def _sasrec(cfg, ctx):
@@ -54,4 +54,4 @@ def build_model(cfg, ctx: ModelContext):
     return lookup(MODELS, cfg.model.kind, field="model.kind")(cfg, ctx)
 
 
-__all__ = ["MODELS", "GENERATIVE", "ModelContext", "Output", "build_model"]
+__all__ = ["MODELS", "GENERATIVE", "ModelContext", "Output", "Recommender", "build_model"]

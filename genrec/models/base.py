@@ -1,26 +1,31 @@
-"""The contract between models, the training loop and the evaluator.
+"""The contract between models, the training loop and the evaluator: ``Recommender``, the base of every model.
 
-Every model is an ``nn.Module`` built by ``from_config(cfg, ctx)`` and registered in ``genrec.models.MODELS``.
+Every model is a ``Recommender`` built by ``from_config(cfg, ctx)`` and registered in ``genrec.models.MODELS``;
+the loop and the evaluator call only the methods below (defaults here, overridden where a model needs to).
 
 Batches (built by ``genrec.data.collate``; item ids are 1..N, 0 is padding; histories are LEFT-padded so the
 most recent item is always the last column):
 
-* ``example_mode = "next_item"`` (generative models, and evaluation of every model):
-  ``{"user": (B,), "history": (B, T), "target": (B,)}``
-* ``example_mode = "sequence"`` (SASRec-style training on every position):
-  ``{"user": (B,), "input": (B, T), "labels": (B, T)}``; labels are 0 where there is no target.
+* evaluation, for every model: ``{"user": (B,), "history": (B, T), "target": (B,)}``
+* training, by ``example_mode`` (the default ``train_dataset``): ``"next_item"`` gives the evaluation layout, one
+  example per training prefix (TIGER); ``"sequence"`` gives ``{"user": (B,), "input": (B, T), "labels": (B, T)}``,
+  one window per user with a label at every position (0 where there is none; SASRec).
 
-Training calls ``model(batch) -> Output(loss, logits)``. Evaluation calls exactly one of
-``score(batch) -> (B, N + 1)`` (ID models: a score per item, column 0 ignored) or
-``recommend(batch, k) -> (items (B, k), scores (B, k))`` (generative models: distinct item ids, best first;
-0 where fewer than k valid items were found).
+Training calls ``model(batch) -> Output(loss, logits)``. Evaluation ranks by ``ranking``: ``"score"`` calls
+``score(batch) -> (B, N + 1)`` (a score per item, column 0 ignored; exact full-catalog ranking), ``"list"`` calls
+``recommend(batch, k) -> (items (B, k), scores (B, k))`` (distinct item ids, best first; 0 where fewer than k
+valid items were found).
+
+Generative models derive from ``genrec.models.vocab.SidModel`` (a ``Recommender`` holding the shared
+semantic-ID vocabulary).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Callable
 
 import torch
+from torch import nn
 
 
 @dataclass
@@ -42,10 +47,41 @@ class ModelContext:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-class Recommender(Protocol):
-    example_mode: str  # "next_item" | "sequence"
+class Recommender(nn.Module):
+    """Base of every model: each method the training loop or the evaluator may call, with its default."""
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> Output: ...
+    example_mode: str = "sequence"  # "next_item" | "sequence": the training examples of the default train_dataset
+    ranking: str = "score"  # "score": rank by score(batch) | "list": rank by recommend(batch, k)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> Output:
+        raise NotImplementedError
+
+    def train_dataset(self, split):
+        """The training Dataset over a ``genrec.data.Split``; default: ``TRAIN_DATASETS[example_mode]``."""
+        from ..data import TRAIN_DATASETS
+
+        return TRAIN_DATASETS[self.example_mode](split)
+
+    def collate(self, examples: list[dict]) -> dict[str, torch.Tensor]:
+        """Training batches from a list of examples (evaluation batches always use ``genrec.data.collate``)."""
+        from ..data import collate
+
+        return collate(examples)
+
+    def score(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B, N + 1) score of every item as the next one after ``batch["history"]`` (``ranking = "score"``)."""
+        raise NotImplementedError(f"{type(self).__name__} ranks by recommend(), not score()")
+
+    def recommend(self, batch: dict[str, torch.Tensor], k: int, beam_size: int | None = None):
+        """Top-k distinct items and their scores, each (B, k), best first (``ranking = "list"``).
+
+        ``beam_size`` overrides the configured search width for this call (at least k is used).
+        """
+        raise NotImplementedError(f"{type(self).__name__} ranks by score(), not recommend()")
+
+    def record_extras(self, run_dir: str) -> dict:
+        """Extra fields for the result record, called once after testing (e.g. a saved adapter's size)."""
+        return {}
 
 
 ModelFactory = Callable[[Any, ModelContext], torch.nn.Module]

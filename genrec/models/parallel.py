@@ -172,8 +172,14 @@ class ParallelSidModel(SidModel):
         return h[torch.arange(h.shape[0], device=h.device), last.clamp(min=0)]
 
     def level_log_probs(self, batch: dict[str, torch.Tensor]) -> list[torch.Tensor]:
-        """L tensors (B, K_l): log-probs of the next item's code at each level."""
-        return [F.log_softmax(z.float(), dim=-1) for z in self.level_logits(self._last(batch))]
+        """L tensors (B, K_l): log-probs of the next item's code at each level.
+
+        The body runs in the caller's precision (autocast); the heads run in fp32 here, so that ranking never
+        sees bf16's coarse logits (ties count against the target).
+        """
+        h = self._last(batch)
+        with torch.autocast(h.device.type, enabled=False):
+            return [F.log_softmax(z, dim=-1) for z in self.level_logits(h.float())]
 
     # ------------------------------------------------------------------------------------------ training
     def forward(self, batch: dict[str, torch.Tensor]) -> Output:

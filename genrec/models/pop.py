@@ -10,10 +10,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .base import ModelContext, Output
+from .base import ModelContext, Output, Recommender
 
 
-class Popularity(nn.Module):
+class Popularity(Recommender):
     example_mode = "sequence"
 
     def __init__(self, num_items: int):

@@ -12,7 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..config import lookup
-from .base import ModelContext, Output
+from .base import ModelContext, Output, Recommender
 
 
 class SASRecBlock(nn.Module):
@@ -53,7 +53,7 @@ def bce_loss(model: "SASRec", h: torch.Tensor, labels: torch.Tensor) -> torch.Te
 LOSSES = {"ce": ce_loss, "bce": bce_loss}
 
 
-class SASRec(nn.Module):
+class SASRec(Recommender):
     example_mode = "sequence"
 
     def __init__(self, num_items: int, max_len: int, hidden: int = 64, layers: int = 2, heads: int = 1,
@@ -100,4 +100,5 @@ class SASRec(nn.Module):
     def score(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """(B, N + 1) scores of every item as the next one after ``batch["history"]``."""
         h = self.encode(batch["history"])[:, -1]  # the most recent position (histories are left-padded)
-        return h @ self.item_emb.weight.T
+        with torch.autocast(h.device.type, enabled=False):  # fp32 scores: bf16 would tie many items
+            return h.float() @ self.item_emb.weight.float().T

@@ -17,6 +17,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from .base import Recommender
+
 _HASH_MULT = 2654435761  # Knuth's multiplicative hash constant (2^32 / golden ratio), as in TIGER
 
 
@@ -122,13 +124,14 @@ class SidVocab(nn.Module):
 
 
 
-class SidModel(nn.Module):
+class SidModel(Recommender):
     """Base of the generative models: holds ``self.vocab`` (a ``SidVocab``) and reads the vocabulary through it.
 
     The read-only views below (``sid_codes``, ``offsets``, ...) and ``trie()`` exist once, here, for every model.
     """
 
     vocab: SidVocab
+    ranking = "list"  # by default generative models rank by their constrained search
 
     @property
     def sid_codes(self) -> torch.Tensor:

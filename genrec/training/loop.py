@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ..config import ExperimentConfig, save_config, to_dict
-from ..data import TRAIN_DATASETS, EvalDataset, Split, collate, load_dataset
+from ..data import EvalDataset, Split, collate, load_dataset
 from ..evaluation import evaluate
 from ..models import GENERATIVE, ModelContext, build_model
 from .optim import build_optimizer
@@ -101,12 +101,18 @@ def _trackers(cfg: ExperimentConfig) -> list[str]:
     return out
 
 
-def build_context(cfg: ExperimentConfig, data, accelerator: Accelerator) -> ModelContext:
+def build_context(cfg: ExperimentConfig, data, accelerator: Accelerator | None = None) -> ModelContext:
+    """What the model may know about the data: sizes, item table, and (generative models) the semantic IDs.
+
+    Under several processes rank 0 builds (or loads) the ID artifact first, then the others load it.
+    """
+    import contextlib
+
     ctx = ModelContext(num_items=data.num_items, num_users=data.num_users, item_texts=data.items)
     if cfg.model.kind in GENERATIVE:
         from ..tokenizers import build_sids
 
-        with accelerator.main_process_first():  # rank 0 builds (or loads) the artifact, the others load it
+        with accelerator.main_process_first() if accelerator is not None else contextlib.nullcontext():  # rank 0 builds (or loads) the artifact, the others load it
             sids = build_sids(cfg)
         if sids.codes.shape[0] != data.num_items:
             raise ValueError(f"semantic IDs cover {sids.codes.shape[0]} items but {cfg.data.name} has {data.num_items}")
@@ -239,10 +245,9 @@ def train(cfg: ExperimentConfig) -> dict:
     split = Split(data, cfg.data.max_history)
     ctx = build_context(cfg, data, accelerator)
     model = build_model(cfg, ctx)
-    train_ds = model.train_dataset(split, ctx) if hasattr(model, "train_dataset") else \
-        TRAIN_DATASETS[model.example_mode](split)
-    collate_fn = getattr(model, "collate", collate)
-    eval_collate = getattr(model, "eval_collate", collate)
+    train_ds = model.train_dataset(split)
+    collate_fn = model.collate
+    eval_collate = collate
 
     steps_per_epoch = math.ceil(len(train_ds) / (tc.batch_size * accelerator.num_processes * tc.grad_accum))
     total_steps = tc.max_steps or steps_per_epoch * tc.epochs
@@ -366,8 +371,7 @@ def train(cfg: ExperimentConfig) -> dict:
         "validation_history": state["history"],
         "config": {k: v for k, v in to_dict(cfg).items()},
     }
-    if hasattr(accelerator.unwrap_model(model), "record_extras"):
-        record.update(accelerator.unwrap_model(model).record_extras(run_dir))
+    record.update(accelerator.unwrap_model(model).record_extras(run_dir))
     if accelerator.is_main_process:
         path = os.path.join(cfg.results_dir, "runs", cfg.data.name, f"{name}.json")
         write_record(path, record)
@@ -408,8 +412,7 @@ def evaluate_run(run_dir: str, overrides: list[str]) -> dict:
     model = build_model(cfg, build_context(cfg, data, accelerator))
     model.load_state_dict(torch.load(best_path, map_location="cpu", weights_only=True))
     model = accelerator.prepare(model)
-    eval_collate = getattr(accelerator.unwrap_model(model), "eval_collate", collate)
-    results = _evaluate_splits(cfg, model, split, data, accelerator, eval_collate)
+    results = _evaluate_splits(cfg, model, split, data, accelerator, collate)
     tag = hashlib.sha1(json.dumps(sorted(overrides)).encode()).hexdigest()[:6]
     record = {
         **_record_head(cfg, results, commit),

@@ -21,6 +21,19 @@ def git_commit() -> str:
         return "unknown"
 
 
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16", "amx_tile")  # x86 flags for native bf16 matrix instructions
+
+
+def cpu_bf16_flags() -> list[str]:
+    """The CPU's native-bf16 flags (``BF16_CPU_FLAGS`` in /proc/cpuinfo); [] where it has none or is not Linux."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next(line.split(":", 1)[1].split() for line in f if line.startswith("flags"))
+    except (OSError, StopIteration):
+        return []
+    return [f for f in BF16_CPU_FLAGS if f in flags]
+
+
 def device_description(device: torch.device | str | None = None) -> str:
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda":
@@ -32,7 +45,9 @@ def device_description(device: torch.device | str | None = None) -> str:
             cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return f"CPU: {cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    bf16 = ",".join(cpu_bf16_flags()) or "no native bf16"
+    return (f"CPU: {cpu} ({bf16}), {os.cpu_count()} cores, {torch.get_num_threads()} threads, "
+            f"torch {torch.__version__}")
 
 
 def command_line() -> str:
