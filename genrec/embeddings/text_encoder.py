@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import html
 import json
+import logging
 import os
 import re
 import string
@@ -22,6 +23,10 @@ import time
 from typing import Any, Sequence
 
 import torch
+
+from ..console import interactive as _interactive
+
+log = logging.getLogger(__name__)
 
 MISSING_MARKERS = {"", "unknown", "none", "null", "n/a", "nan"}
 _LEADING_SEPARATORS = " .,;:|-"
@@ -123,15 +128,24 @@ def encode_texts(
     """
     if pooling not in ("mean", "cls"):
         raise ValueError(f"embedding.pooling={pooling!r} is not one of ['cls', 'mean']")
+    from tqdm.auto import tqdm
     from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
     path = resolve_encoder(encoder)
     tok = AutoTokenizer.from_pretrained(path)
-    model = AutoModel.from_pretrained(path).to(device).eval()
+    hf_logging.disable_progress_bar()  # a local model loads in a second: no "Loading weights" bar
+    try:
+        model = AutoModel.from_pretrained(path).to(device).eval()
+    finally:
+        hf_logging.enable_progress_bar()
+    log.info("embedding %d item texts with %s (cached afterwards)", len(texts), encoder)
     # Length-sorted batches waste little compute on padding; the original order is restored at the end.
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     out = torch.empty(len(texts), model.config.hidden_size)
-    for start in range(0, len(order), batch_size):
+    starts = range(0, len(order), batch_size)
+    for start in tqdm(starts, desc="item texts", unit="batch", disable=not _interactive() or len(starts) < 5,
+                      leave=False):
         idx = order[start : start + batch_size]
         enc = tok([texts[i] for i in idx], padding=True, truncation=True, max_length=max_length, return_tensors="pt")
         enc = {k: v.to(device) for k, v in enc.items()}

@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch
 from tqdm.auto import tqdm
 
+from ..console import interactive
+
 from .metrics import (drop_seen_items, list_validity, mask_seen_scores, metrics_from_ranks, ranks_from_lists,
                       ranks_from_scores)
 
@@ -47,7 +49,8 @@ def evaluate(model, loader, accelerator, ks: list[int], num_items: int, desc: st
 def _evaluate(net, loader, accelerator, ks, num_items, desc, progress, exclude_history) -> dict:
     k = max(ks)
     ranks, validity, seen = [], [], []
-    for batch in tqdm(loader, desc=desc, disable=not (progress and accelerator.is_local_main_process), leave=False):
+    show = progress and accelerator.is_local_main_process and interactive()
+    for batch in tqdm(loader, desc=desc, disable=not show, leave=False):
         history = batch["history"]
         if exclude_history:
             seen.append(accelerator.gather_for_metrics((history == batch["target"][:, None]).any(1)))

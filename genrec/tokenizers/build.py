@@ -84,6 +84,8 @@ def build_sids(cfg, force: bool = False) -> SemanticIds:
     if os.path.isfile(path) and not force:
         log.info("semantic IDs: loading %s", path)
         return SemanticIds.load(path)
+    log.info("semantic IDs: fitting %s (%d levels x %d codes) on %d items", cfg.tokenizer.kind,
+             cfg.tokenizer.num_levels, cfg.tokenizer.codebook_size, emb.shape[0])
 
     torch.manual_seed(cfg.tokenizer.seed)
     tokenizer = build_tokenizer(cfg.tokenizer)
@@ -121,7 +123,10 @@ def build_sids(cfg, force: bool = False) -> SemanticIds:
     report["plot"] = stem + ".usage.png"
     with open(stem + ".report.json", "w") as f:
         json.dump(report, f, indent=1)
-    log.info("semantic IDs: wrote %s", path)
+    coll = report.get("collisions", {})
+    log.info("semantic IDs: wrote %s (%d items, levels %s, %d items shared an ID before the collision digit; "
+             "fit %.0fs; report %s)", path, codes.shape[0], sizes, coll.get("collided_items", 0), t_fit,
+             stem + ".report.json")
     return sids
 
 

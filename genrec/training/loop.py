@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ..config import ExperimentConfig, save_config, to_dict
+from ..console import interactive
 from ..data import EvalDataset, Split, collate, load_dataset
 from ..evaluation import evaluate
 from ..models import GENERATIVE, ModelContext, build_model
@@ -122,6 +123,16 @@ def build_context(cfg: ExperimentConfig, data, accelerator: Accelerator | None =
     return ctx
 
 
+def _sids_fields(ctx: ModelContext) -> dict:
+    """The semantic-ID artifact a generative run used: file, build report, build seconds, levels ({} otherwise)."""
+    sids = ctx.extra.get("sids")
+    if sids is None:
+        return {}
+    return {"semantic_ids": {"artifact": sids.tokenizer_path.replace(".tokenizer.pt", ".pt"), "tokenizer": sids.tokenizer,
+                             "codebook_sizes": list(sids.codebook_sizes), "report": sids.extra.get("report"),
+                             "build_seconds": sids.extra.get("seconds")}}
+
+
 def _flat(d: dict) -> dict:
     """Nested config -> {"train.lr": 0.001, ...} with lists as strings (what tensorboard's hparams accept)."""
     return {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in _flatten(d).items()}
@@ -204,7 +215,9 @@ class Checkpointer:
 
     def save(self, state: dict) -> None:
         tmp = self.path + ".tmp"
-        self.accelerator.save_state(tmp)
+        # torch.save keeps tied weights (T5's shared embedding / head) as one tensor; safetensors would drop
+        # the copies and warn at every checkpoint
+        self.accelerator.save_state(tmp, safe_serialization=False)
         if self.accelerator.is_main_process:
             with open(os.path.join(tmp, "trainer_state.json"), "w") as f:
                 json.dump(state, f, indent=2)
@@ -262,6 +275,10 @@ def train(cfg: ExperimentConfig) -> dict:
                                 cfg.eval.valid_max_users or cfg.eval.max_users)
     n_params = sum(p.numel() for p in accelerator.unwrap_model(model).parameters())
     n_trainable = sum(p.numel() for p in accelerator.unwrap_model(model).parameters() if p.requires_grad)
+    accelerator.print(f"run {name}: {cfg.model.kind} on {cfg.data.name} ({data.num_users} users, {data.num_items} "
+                      f"items, {data.source or 'generated'}), {n_params / 1e6:.2f}M parameters, precision "
+                      f"{precision}, {accelerator.num_processes} process(es), {steps_per_epoch} steps/epoch; "
+                      f"folder {run_dir}")
 
     ckpt = Checkpointer(run_dir, accelerator)
     state = {"epoch": 0, "batch_in_epoch": 0, "global_step": 0, "best": -1.0, "best_epoch": -1, "bad_evals": 0,
@@ -292,8 +309,8 @@ def train(cfg: ExperimentConfig) -> dict:
         loader = train_loader
         skip = state["batch_in_epoch"]
         batches = accelerator.skip_first_batches(loader, skip) if skip else loader
-        bar = tqdm(batches, desc=f"epoch {epoch}", initial=skip, total=len(loader),
-                   disable=not (tc.progress and accelerator.is_local_main_process), leave=False)
+        bar = tqdm(batches, desc=f"epoch {epoch + 1}", initial=skip, total=len(loader),  # epochs count from 1
+                   disable=not (tc.progress and accelerator.is_local_main_process and interactive()), leave=False)
         running = []
         for i, batch in enumerate(bar, start=skip):
             with accelerator.accumulate(model):
@@ -369,6 +386,8 @@ def train(cfg: ExperimentConfig) -> dict:
         "precision": precision,
         "device": device_description(accelerator.device),
         "validation_history": state["history"],
+        "data_source": data.source,
+        **_sids_fields(ctx),
         "config": {k: v for k, v in to_dict(cfg).items()},
     }
     record.update(accelerator.unwrap_model(model).record_extras(run_dir))
@@ -377,6 +396,7 @@ def train(cfg: ExperimentConfig) -> dict:
         write_record(path, record)
         write_record(os.path.join(run_dir, "result.json"), record)
         accelerator.print(format_metrics(results))
+        accelerator.print(f"record: {path}\nrun folder: {run_dir}")
         record["path"] = path
     return record
 

@@ -52,8 +52,8 @@ def device_description(device: torch.device | str | None = None) -> str:
 
 def command_line() -> str:
     prog = os.path.basename(sys.argv[0])
-    if prog in ("__main__.py", "genrec"):
-        prog = "genrec"
+    if prog == "__main__.py":  # python -m genrec
+        prog = "python -m genrec"
     elif prog.endswith(".py"):
         prog = f"python {os.path.relpath(sys.argv[0])}"
     return " ".join([prog, *sys.argv[1:]])
