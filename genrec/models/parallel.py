@@ -34,17 +34,18 @@ from .decoder import Block, rope_cos_sin
 from .vocab import SidModel, SidVocab, hash_user
 
 
-class ResidualHead(nn.Module):
-    """``x + SiLU(W x)``, W initialised to zero (so each level's query starts as the shared hidden state; RPG)."""
+class LevelHeads(nn.Module):
+    """One residual head per level, ``q_l = x + SiLU(W_l x + b_l)``, W_l zero at init (each query starts as the
+    shared hidden state; RPG's heads). The L heads run as one batched matmul rather than L small ones."""
 
-    def __init__(self, dim: int):
+    def __init__(self, levels: int, dim: int):
         super().__init__()
-        self.linear = nn.Linear(dim, dim)
-        nn.init.zeros_(self.linear.weight)
-        nn.init.zeros_(self.linear.bias)
+        self.weight = nn.Parameter(torch.zeros(levels, dim, dim))  # (L, D_in, D_out)
+        self.bias = nn.Parameter(torch.zeros(levels, 1, dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + F.silu(self.linear(x))
+        """(P, D) -> (L, P, D) queries."""
+        return x + F.silu(torch.matmul(x, self.weight) + self.bias)
 
 
 POOLING = ("mean", "sum", "attention")
@@ -89,12 +90,20 @@ class ParallelSidModel(SidModel):
         self.input_drop = nn.Dropout(pcfg.input_dropout)
         self.blocks = nn.ModuleList(Block(pcfg, attention) for _ in range(pcfg.layers))
         self.norm = nn.RMSNorm(d)
-        self.heads = nn.ModuleList(ResidualHead(d) for _ in range(self.num_levels))
+        self.heads = LevelHeads(self.num_levels, d)
+        # (L, max K) rows of ``code_emb`` per level, padded with row 0 where K_l < max K (masked in the logits)
+        kmax = max(self.codebook_sizes)
+        rows = torch.zeros(self.num_levels, kmax, dtype=torch.long)
+        for l, k in enumerate(self.codebook_sizes):
+            rows[l, :k] = torch.arange(self.vocab.level_slice(l).start, self.vocab.level_slice(l).stop)
+        self.register_buffer("level_rows", rows, persistent=False)
+        self.register_buffer("level_pad", torch.arange(kmax)[None] >= torch.tensor(self.codebook_sizes)[:, None],
+                             persistent=False)  # (L, max K) True on padding columns
         self._init_weights()
 
     def _init_weights(self) -> None:
         for name, p in self.named_parameters():
-            if name.startswith("heads.") or p.dim() < 2:
+            if name.startswith("heads.") or p.dim() < 2:  # heads start at the identity (zero W)
                 continue
             nn.init.normal_(p, std=0.02)
             if name.endswith(("attn.proj.weight", "mlp.down.weight")):  # GPT-2's scaled residual projections
@@ -153,17 +162,16 @@ class ParallelSidModel(SidModel):
             x = block(x, rope, None)
         return self.norm(x), lengths
 
-    def level_logits(self, h: torch.Tensor) -> list[torch.Tensor]:
-        """(P, D) hidden states -> L tensors (P, K_l) of code logits (before the per-level softmax)."""
-        out = []
-        for level, head in enumerate(self.heads):
-            q = head(h)
-            w = self.code_emb.weight[self.vocab.level_slice(level)]  # (K_l, D), tied to the input table
-            if self.pcfg.head == "cosine":
-                out.append(F.normalize(q, dim=-1) @ F.normalize(w, dim=-1).t() / self.pcfg.temperature)
-            else:
-                out.append(q @ w.t())
-        return out
+    def level_logits(self, h: torch.Tensor) -> torch.Tensor:
+        """(P, D) hidden states -> (L, P, max K) code logits (before the per-level softmax); -inf on the padding
+        columns of levels with fewer than max K codes."""
+        q = self.heads(h)  # (L, P, D)
+        w = self.code_emb(self.level_rows)  # (L, max K, D), tied to the input table
+        if self.pcfg.head == "cosine":
+            z = torch.matmul(F.normalize(q, dim=-1), F.normalize(w, dim=-1).transpose(1, 2)) / self.pcfg.temperature
+        else:
+            z = torch.matmul(q, w.transpose(1, 2))
+        return z.masked_fill(self.level_pad[:, None, :], float("-inf"))
 
     def _last(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """(B, D) hidden state after each user's last history item."""
@@ -179,7 +187,8 @@ class ParallelSidModel(SidModel):
         """
         h = self._last(batch)
         with torch.autocast(h.device.type, enabled=False):
-            return [F.log_softmax(z, dim=-1) for z in self.level_logits(h.float())]
+            logp = F.log_softmax(self.level_logits(h.float()), dim=-1)  # (L, B, max K)
+        return [logp[l, :, :k] for l, k in enumerate(self.codebook_sizes)]
 
     # ------------------------------------------------------------------------------------------ training
     def forward(self, batch: dict[str, torch.Tensor]) -> Output:
@@ -199,9 +208,9 @@ class ParallelSidModel(SidModel):
         tgt = labels.gather(1, cols).masked_fill(torch.arange(n, device=items.device)[None] >= lengths[:, None], 0)
         mask = tgt > 0
         codes = self.vocab.codes[tgt[mask]]  # (P, L)
-        logits = self.level_logits(h[mask])
-        losses = [F.cross_entropy(z.float(), codes[:, l]) for l, z in enumerate(logits)]
-        return Output(loss=torch.stack(losses).mean())
+        logits = self.level_logits(h[mask]).float()  # (L, P, max K)
+        # the mean over levels of each level's mean cross-entropy = the mean over all (level, position) pairs
+        return Output(loss=F.cross_entropy(logits.flatten(0, 1), codes.t().reshape(-1)))
 
     # ------------------------------------------------------------------------------------------ ranking
     @torch.no_grad()

