@@ -313,15 +313,20 @@ def summarize(table: Table, jobs: list[Job]) -> list[dict]:
         cell_jobs = [j for j in jobs if j.cell is cell]
         if not cell_jobs:
             continue
-        records = []
+        records, row_unfinished = [], []
         for j in cell_jobs:
             if os.path.isfile(j.record):
                 with open(j.record) as f:
-                    records.append(json.load(f))
+                    rec = json.load(f)
+                if rec.get("training_finished") is False:  # a killed or hand-stopped run is not a result
+                    row_unfinished.append(j.seed)
+                    continue
+                records.append(rec)
         row = {"cell": cell.label, "source": "ours", "n": len(records), "seeds": [j.seed for j in cell_jobs
-               if os.path.isfile(j.record)], "failed": [j.seed for j in cell_jobs if j.status == "failed"],
+               if os.path.isfile(j.record) and j.seed not in row_unfinished], "failed": [j.seed for j in cell_jobs if j.status == "failed"],
                "missing": [j.seed for j in cell_jobs if not os.path.isfile(j.record) and j.status != "failed"],
-               "logs": [j.log for j in cell_jobs if j.status == "failed"], "runs": [j.name for j in cell_jobs]}
+               "logs": [j.log for j in cell_jobs if j.status == "failed"], "runs": [j.name for j in cell_jobs],
+               "unfinished": row_unfinished}
         for m in table.metrics:
             vals = [r["metrics"][m] for r in records if m in r.get("metrics", {})]
             row[m], row[f"{m}_se"] = mean_se(vals) if vals else (None, None)

@@ -19,6 +19,7 @@ import sys
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="genrec", description="Generative sequential recommendation.")
+    p.add_argument("--debug", action="store_true", help="show the full traceback of an input or config error")
     sub = p.add_subparsers(dest="command", required=True)
 
     def with_config(sp):
@@ -50,27 +51,35 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+# Errors of input (files, values, configs, missing optional packages): one line and exit 2, no traceback
+# unless --debug. Anything else is a bug and keeps its traceback.
+USER_ERRORS = (ValueError, FileNotFoundError, ImportError, UnicodeDecodeError)
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = _parser().parse_args(argv)
-    from .config import ConfigError, load_config, to_dict
+    try:
+        return _run(args)
+    except USER_ERRORS as e:
+        if args.debug:
+            raise
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"genrec: {msg} (run with --debug for the traceback)", file=sys.stderr)
+        return 2
+
+
+def _run(args) -> int:
+    from .config import load_config, to_dict
 
     if args.command == "predict":
         return _predict(args)
     if args.command == "eval":
         from .training.loop import evaluate_run
 
-        try:
-            evaluate_run(args.run_dir, args.overrides)
-        except (ConfigError, FileNotFoundError) as e:
-            print(f"genrec: {e}", file=sys.stderr)
-            return 2
+        evaluate_run(args.run_dir, args.overrides)
         return 0
-    try:
-        cfg = load_config(args.config, args.overrides)
-    except (ConfigError, FileNotFoundError) as e:
-        print(f"genrec: {e}", file=sys.stderr)
-        return 2
+    cfg = load_config(args.config, args.overrides)
     if args.command == "config":
         from omegaconf import OmegaConf
 
@@ -101,16 +110,12 @@ def main(argv: list[str] | None = None) -> int:
 def _predict(args) -> int:
     from .predict import load_run, metrics_from_file, predict
 
-    try:
-        users = None
-        if args.users:
-            with open(args.users) as f:
-                users = [line.strip() for line in f if line.strip()]
-        run = load_run(args.run_dir)
-        frame = predict(run, k=args.k, split=args.split, users=users)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"genrec: {e}", file=sys.stderr)
-        return 2
+    users = None
+    if args.users:
+        with open(args.users) as f:
+            users = [line.strip() for line in f if line.strip()]
+    run = load_run(args.run_dir)
+    frame = predict(run, k=args.k, split=args.split, users=users)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     frame.to_csv(args.out, index=False) if args.out.endswith(".csv") else frame.to_parquet(args.out, index=False)
     msg = f"wrote {len(frame)} rows ({frame['user_row'].nunique()} users x top {args.k}) to {args.out}"

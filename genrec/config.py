@@ -245,6 +245,7 @@ class EvalConfig:
     batch_size: int = 256
     beam_size: int = 20  # generative models: beams for constrained search (>= max(ks))
     max_users: int = 0  # > 0 evaluates a fixed random subset of users (stated in the record)
+    subset_seed: int = 0  # picks that subset; independent of `seed`, so seed-averaged rows share their users
     valid_max_users: int = 0  # > 0 overrides max_users for validation only (cheap early stopping)
     splits: list[str] = field(default_factory=lambda: ["valid", "test"])
     # Rank only items outside the user's history (RecBole / RePlay full-sort protocol). Off: TIGER's protocol,
@@ -305,11 +306,15 @@ def _merge(cfg: Any, other: Any, origin: str) -> Any:
         raise ConfigError(f"{origin}: bad value for {key!r}: {e.msg if hasattr(e, 'msg') else e}") from None
 
 
-def load_config(paths: list[str] | tuple[str, ...] = (), overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
+def load_config(paths: list[str] | tuple[str, ...] = (), overrides: list[str] | tuple[str, ...] = (),
+                validate: bool = True) -> ExperimentConfig:
     """Merge YAML files (later win) and dotted overrides (``train.lr=3e-4``) over the schema defaults.
 
+    With ``validate`` (the default) every value and choice is checked (``genrec.checks``).
+
     Raises:
-        ConfigError: unknown key or wrong type, naming the key, the file or override, and valid keys.
+        ConfigError: unknown key or wrong type, naming the key, the file or override, and valid keys; a value
+            out of range or not among the choices, naming the key, the value and what was expected.
         FileNotFoundError: a config file that does not exist.
     """
     cfg = OmegaConf.structured(ExperimentConfig)
@@ -331,6 +336,10 @@ def load_config(paths: list[str] | tuple[str, ...] = (), overrides: list[str] | 
     except OmegaConfBaseException as e:  # a required ??? value left unset
         raise ConfigError(f"missing value: {e}") from None
     out.sources = [*paths, *overrides]
+    if validate:
+        from .checks import check_config  # one table of value and choice constraints (imports registries on use)
+
+        check_config(out)
     return out
 
 

@@ -51,8 +51,12 @@ class TrainedRun:
         from .evaluation.metrics import mask_seen_scores
 
         t = self.cfg.data.max_history
-        if not torch.is_tensor(histories):
-            histories = torch.from_numpy(np.stack([left_pad(np.asarray(h, dtype=np.int64), t) for h in histories]))
+        if torch.is_tensor(histories):
+            seen = histories
+        else:  # the model reads the last t items; exclude_history masks every one (as the evaluator does)
+            longest = max([len(h) for h in histories] + [1])
+            seen = torch.from_numpy(np.stack([left_pad(np.asarray(h, dtype=np.int64), longest) for h in histories]))
+            histories = seen[:, -t:] if longest >= t else torch.nn.functional.pad(seen, (t - longest, 0))
         b = histories.shape[0]
         users = torch.zeros(b, dtype=torch.long) if users is None else torch.as_tensor(users, dtype=torch.long)
         batch = {"user": users, "history": histories, "target": torch.zeros(b, dtype=torch.long)}
@@ -61,16 +65,16 @@ class TrainedRun:
             scores = self.model.score(batch).float()
             scores[:, 0] = float("-inf")
             if exclude:
-                scores = mask_seen_scores(scores, histories)
+                scores = mask_seen_scores(scores, seen)
             top = scores.topk(min(k, scores.shape[1] - 1), dim=1)
             return top.indices, top.values
         want = k + histories.shape[1] if exclude else k
         items, scores = self.model.recommend(batch, want)
         if exclude:
-            seen = (items[:, :, None] == histories[:, None, :]).any(-1) & (items > 0)
-            order = torch.argsort(seen.to(torch.int8), dim=1, stable=True)[:, :k]  # as drop_seen_items
+            was_seen = (items[:, :, None] == seen[:, None, :]).any(-1) & (items > 0)
+            order = torch.argsort(was_seen.to(torch.int8), dim=1, stable=True)[:, :k]  # as drop_seen_items
             items, scores = items.gather(1, order), scores.gather(1, order)
-            dropped = seen.gather(1, order)
+            dropped = was_seen.gather(1, order)
             items, scores = items.masked_fill(dropped, 0), scores.masked_fill(dropped, float("-inf"))
         return items[:, :k], scores[:, :k]
 

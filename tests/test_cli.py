@@ -26,5 +26,14 @@ def test_python_dash_m_entry_point():
 
 
 def test_missing_data_names_path(tmp_path, capsys):
+    assert main(["data", "stats", "data.name=beauty", f"data.root={tmp_path}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(tmp_path) in err[0] and "--debug" in err[0]  # one line, no traceback
     with pytest.raises(FileNotFoundError, match=str(tmp_path)):
-        main(["data", "stats", "data.name=beauty", f"data.root={tmp_path}"])
+        main(["--debug", "data", "stats", "data.name=beauty", f"data.root={tmp_path}"])
+
+
+def test_bad_values_stop_at_load_with_one_line_and_exit_2(capsys):
+    assert main(["train", "--config", "configs/tiny.yaml", "train.batch_size=0", "model.attention=flesh"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "train.batch_size=0 must be > 0" in err[0] and "model.attention='flesh'" in err[0]

@@ -8,9 +8,9 @@ def test_stacked_files_and_overrides(tmp_path):
     base.write_text("train:\n  lr: 0.01\n  epochs: 5\nmodel:\n  kind: sasrec\n")
     delta = tmp_path / "delta.yaml"
     delta.write_text("train:\n  lr: 0.002\n")
-    cfg = load_config([str(base), str(delta)], ["train.epochs=7", "eval.ks=[1,20]"])
-    assert cfg.train.lr == 0.002 and cfg.train.epochs == 7 and cfg.eval.ks == [1, 20]
-    assert cfg.sources == [str(base), str(delta), "train.epochs=7", "eval.ks=[1,20]"]
+    cfg = load_config([str(base), str(delta)], ["train.epochs=7", "eval.ks=[1,10,20]"])
+    assert cfg.train.lr == 0.002 and cfg.train.epochs == 7 and cfg.eval.ks == [1, 10, 20]
+    assert cfg.sources == [str(base), str(delta), "train.epochs=7", "eval.ks=[1,10,20]"]
 
 
 def test_misspelled_key_names_key_file_and_choices(tmp_path):

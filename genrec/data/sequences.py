@@ -46,13 +46,18 @@ class Split:
 
 
 class EvalDataset(Dataset):
-    """One example per user: ``{"user", "history" (T,), "target"}`` for ``split`` in {valid, test}."""
+    """One example per user: ``{"user", "history" (T,), "target"}`` for ``split`` in {valid, test}.
 
-    def __init__(self, split: Split, name: str, users: np.ndarray | None = None):
+    With ``with_seen`` also ``"seen"``: EVERY item before the target (not only the last ``max_history``), left-padded
+    to the longest sequence of the data, for the exclude-history protocol (RecBole / RePlay mask all of them).
+    """
+
+    def __init__(self, split: Split, name: str, users: np.ndarray | None = None, with_seen: bool = False):
         if name not in ("valid", "test"):
             raise ValueError(f"split must be 'valid' or 'test', got {name!r}")
         self.split, self.name = split, name
         self.users = np.arange(split.data.num_users) if users is None else np.asarray(users)
+        self.seen_len = max(len(s) for s in split.data.sequences) if with_seen else 0
 
     def __len__(self) -> int:
         return len(self.users)
@@ -60,7 +65,10 @@ class EvalDataset(Dataset):
     def __getitem__(self, i: int) -> dict:
         u = int(self.users[i])
         history, target = self.split.eval_example(u, self.name)
-        return {"user": u, "history": torch.from_numpy(left_pad(history, self.split.max_history)), "target": target}
+        out = {"user": u, "history": torch.from_numpy(left_pad(history, self.split.max_history)), "target": target}
+        if self.seen_len:
+            out["seen"] = torch.from_numpy(left_pad(history, self.seen_len))
+        return out
 
 
 class NextItemDataset(Dataset):

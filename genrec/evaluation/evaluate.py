@@ -30,9 +30,10 @@ def evaluate(model, loader, accelerator, ks: list[int], num_items: int, desc: st
     Args:
         model: a prepared model; its unwrapped module provides ``score(batch)`` or ``recommend(batch, k)``.
         loader: a prepared loader of ``{"user", "history", "target"}`` batches.
-        exclude_history: rank only items outside the user's history (RecBole / RePlay "filter seen items"). Score
-            models get ``-inf`` on seen items; generative models are asked for ``max(ks) + T`` items (T = history
-            columns, so their beam widens to at least that) and seen items are dropped from the list.
+        exclude_history: rank only items outside the user's history (RecBole / RePlay "filter seen items"): every
+            item before the target (``batch["seen"]``, else the capped ``history``). Score models get ``-inf`` on
+            seen items; generative models are asked for ``max(ks) + T`` items (T = history columns, so their beam
+            widens to at least that) and seen items are dropped from the list.
     Returns:
         {"recall@5": ..., "ndcg@5": ..., ..., "users": n, "invalid_ids": n, "duplicate_ids": n}; with
         ``exclude_history`` also "seen_targets": targets that were in their user's history (ranked as misses).
@@ -52,18 +53,19 @@ def _evaluate(net, loader, accelerator, ks, num_items, desc, progress, exclude_h
     show = progress and accelerator.is_local_main_process and interactive()
     for batch in tqdm(loader, desc=desc, disable=not show, leave=False):
         history = batch["history"]
+        past = batch.get("seen", history)  # every item before the target when the loader provides it
         if exclude_history:
-            seen.append(accelerator.gather_for_metrics((history == batch["target"][:, None]).any(1)))
+            seen.append(accelerator.gather_for_metrics((past == batch["target"][:, None]).any(1)))
         if ranks_by(net) == "score":
             scores = net.score(batch)
-            r = ranks_from_scores(mask_seen_scores(scores, history) if exclude_history else scores, batch["target"])
+            r = ranks_from_scores(mask_seen_scores(scores, past) if exclude_history else scores, batch["target"])
         else:
             want = k + history.shape[1] if exclude_history else k
             items, _ = net.recommend(batch, want)  # the model's beam width comes from its config (eval.beam_size)
             if items.shape[1] > want:
                 raise ValueError(f"recommend returned {items.shape[1]} items for k={want}")
             if exclude_history:
-                items = drop_seen_items(items, history, k)
+                items = drop_seen_items(items, past, k)
             r = ranks_from_lists(items, batch["target"])
             validity.append(accelerator.gather_for_metrics(list_validity(items, num_items)))
         ranks.append(accelerator.gather_for_metrics(r))  # per batch: drops the last batch's padding duplicates

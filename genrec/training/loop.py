@@ -152,7 +152,8 @@ def _precision(tc) -> str:
 def _eval_loader(cfg: ExperimentConfig, split: Split, num_users: int, accelerator: Accelerator, collate_fn,
                  split_name: str, max_users: int) -> DataLoader:
     """The users of ``split_name`` (a fixed random subset when ``max_users`` > 0), sharded across processes."""
-    ds = EvalDataset(split, split_name, _eval_users(num_users, max_users, cfg.seed))
+    ds = EvalDataset(split, split_name, _eval_users(num_users, max_users, cfg.eval.subset_seed),
+                     with_seen=cfg.eval.exclude_history)
     return accelerator.prepare_data_loader(DataLoader(ds, batch_size=cfg.eval.batch_size, collate_fn=collate_fn,
                                                       num_workers=cfg.data.num_workers))
 
@@ -377,6 +378,8 @@ def train(cfg: ExperimentConfig) -> dict:
         "best_epoch": state["best_epoch"],
         "epochs_run": state["epoch"],
         "finished_by_user_at_epoch": state.get("finished_by_user_at_epoch"),  # train.finish=true: not converged
+        # trained to its end (early stop, epochs or max_steps); False for train.finish=true on an unfinished run
+        "training_finished": state.get("finished_by_user_at_epoch") is None,
         "global_steps": state["global_step"],
         "train_seconds": round(state["train_seconds"], 1),
         "wall_seconds": round(time.time() - t0, 1),
@@ -421,6 +424,12 @@ def evaluate_run(run_dir: str, overrides: list[str]) -> dict:
         if not os.path.isfile(path):
             raise FileNotFoundError(f"genrec eval: {path} not found; pass the folder of a trained run (runs/<name>)")
     trained = OmegaConf.load(cfg_path)
+    state_path = os.path.join(run_dir, "checkpoint", "trainer_state.json")
+    finished = False
+    if os.path.isfile(state_path):
+        with open(state_path) as f:
+            st = json.load(f)
+        finished = bool(st.get("done")) and st.get("finished_by_user_at_epoch") is None
     name = trained.get("name") or os.path.basename(os.path.normpath(run_dir))
     cfg = load_config([cfg_path], overrides)
     t0, commit = time.time(), git_commit()
@@ -438,12 +447,15 @@ def evaluate_run(run_dir: str, overrides: list[str]) -> dict:
         **_record_head(cfg, results, commit),
         "run_name": f"{name}__eval-{tag}",
         "evaluated_run": name,
+        "training_finished": finished,  # False: the run was killed or stopped early by hand; tables refuse it
         "eval_overrides": overrides,
         "wall_seconds": round(time.time() - t0, 1),
         "processes": accelerator.num_processes,
         "device": device_description(accelerator.device),
         "config": to_dict(cfg),
     }
+    if not finished:
+        accelerator.print(f"warning: {run_dir} has not finished training; the record says training_finished=false")
     if accelerator.is_main_process:
         record["path"] = write_record(
             os.path.join(cfg.results_dir, "runs", cfg.data.name, f"{record['run_name']}.json"), record)
