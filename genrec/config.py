@@ -166,6 +166,9 @@ class ParallelConfig:
     num_user_tokens: int = 0  # > 0: a hashed user token before the first item
     head: str = "dot"  # dot (tied to the code table) | cosine (both normalised, divided by temperature; RPG)
     temperature: float = 0.07  # head=cosine
+    # level: mean per-level cross-entropy of the next item's codes (RPG) | item: full-catalog softmax over items,
+    # an item's logit the sum of its codes' logits (the joint the ranking uses; the same exact scores rank items)
+    loss: str = "level"
     topk: str = "exact"  # exact: score every item (sum of per-level log-probs) | beam: trie beam search (approx.)
     score_chunk: int = 65536  # items scored at a time by the exact top-K
 

@@ -49,6 +49,7 @@ class LevelHeads(nn.Module):
 
 
 POOLING = ("mean", "sum", "attention")
+LOSSES = ("level", "item")
 HEADS = ("dot", "cosine")
 TOPK = ("exact", "beam")
 
@@ -73,6 +74,7 @@ class ParallelSidModel(SidModel):
         lookup(dict.fromkeys(POOLING), pcfg.pooling, field="model.parallel.pooling")
         lookup(dict.fromkeys(HEADS), pcfg.head, field="model.parallel.head")
         lookup(dict.fromkeys(TOPK), pcfg.topk, field="model.parallel.topk")
+        lookup(dict.fromkeys(LOSSES), pcfg.loss, field="model.parallel.loss")
         lookup(dict.fromkeys(("learned", "rope")), pcfg.positions, field="model.parallel.positions")
         if pcfg.head == "cosine" and pcfg.temperature <= 0:
             raise ValueError(f"model.parallel.temperature={pcfg.temperature} must be > 0 with head=cosine")
@@ -207,10 +209,23 @@ class ParallelSidModel(SidModel):
         cols = (torch.arange(n, device=items.device)[None] + shift[:, None]).clamp(max=items.shape[1] - 1)
         tgt = labels.gather(1, cols).masked_fill(torch.arange(n, device=items.device)[None] >= lengths[:, None], 0)
         mask = tgt > 0
-        codes = self.vocab.codes[tgt[mask]]  # (P, L)
         logits = self.level_logits(h[mask]).float()  # (L, P, max K)
+        if self.pcfg.loss == "item":
+            return Output(loss=F.cross_entropy(self.item_logits(logits), tgt[mask] - 1))
+        codes = self.vocab.codes[tgt[mask]]  # (P, L)
         # the mean over levels of each level's mean cross-entropy = the mean over all (level, position) pairs
         return Output(loss=F.cross_entropy(logits.flatten(0, 1), codes.t().reshape(-1)))
+
+    def item_logits(self, level_logits: torch.Tensor) -> torch.Tensor:
+        """(L, P, max K) code logits -> (P, N) item logits, item i's the sum of its L codes' logits.
+
+        A bag-sum over the (L * max K, P) table (``embedding_bag``), not a (P, N, L) gather: linear in N * L * P
+        without materialising it. Softmax over these is the joint the exact ranking orders items by.
+        """
+        L, P, kmax = level_logits.shape
+        table = level_logits.permute(0, 2, 1).reshape(L * kmax, P)  # row l * max K + c
+        idx = self.vocab.codes[1:] + torch.arange(L, device=table.device) * kmax  # (N, L)
+        return F.embedding_bag(idx, table, mode="sum").t()
 
     # ------------------------------------------------------------------------------------------ ranking
     @torch.no_grad()

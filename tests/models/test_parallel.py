@@ -171,3 +171,28 @@ def test_from_config_builds_through_the_registry():
     m = build_model(cfg, ModelContext(num_items=20, num_users=5, sid_codes=tiny_codes(), codebook_sizes=K))
     assert isinstance(m, ParallelSidModel) and m.pos is None
     assert math.isfinite(m.eval().score(make_batch())[:, 1:].sum().item())
+
+
+def test_item_loss_is_the_full_catalog_softmax_of_summed_code_logits():
+    m = make_model(loss="item", head="dot")
+    inp = torch.tensor([[0, 0, 3, 7], [1, 2, 3, 4]])
+    labels = torch.tensor([[0, 0, 7, 9], [2, 3, 4, 5]])
+    loss = m({"user": torch.tensor([1, 2]), "input": inp, "labels": labels}).loss
+    total, count = 0.0, 0
+    for row_in, row_lab in zip(inp, labels):
+        for t in range(4):
+            if row_lab[t] == 0:
+                continue
+            prefix = row_in[: t + 1]
+            h, _ = m.hidden(prefix[prefix > 0][None])
+            z = m.level_logits(h[:, -1]).detach()  # (L, 1, max K)
+            items = torch.tensor([sum(z[l, 0, m.vocab.codes[i, l]] for l in range(len(K))) for i in range(1, 21)])
+            total += -F.log_softmax(items, -1)[row_lab[t] - 1].item()
+            count += 1
+    assert loss.item() == pytest.approx(total / count, abs=1e-5)
+    loss.backward()
+    # ranking by the summed per-level log-probs (score) orders items as the summed logits do
+    batch = make_batch()
+    h = m._last(batch)
+    joint = m.item_logits(m.level_logits(h))
+    assert torch.equal(m.score(batch)[:, 1:].argsort(dim=1, descending=True), joint.argsort(dim=1, descending=True))
