@@ -123,6 +123,34 @@ def build_context(cfg: ExperimentConfig, data, accelerator: Accelerator | None =
     return ctx
 
 
+def input_fingerprints(data, ctx: ModelContext) -> dict:
+    """Hashes of what a run trains on: the interactions and item table, and the semantic IDs (generative models).
+
+    Stored in the checkpoint and the record; a resume or ``genrec eval`` on changed inputs stops (``check_inputs``).
+    """
+    h = hashlib.sha256()
+    h.update(np.array([len(s) for s in data.sequences], dtype=np.int64).tobytes())
+    h.update(np.concatenate(data.sequences).astype(np.int64).tobytes() if data.sequences else b"")
+    h.update(json.dumps(data.items, sort_keys=True, default=str).encode())
+    out = {"data": h.hexdigest()[:16], "data_source": data.source}
+    if ctx.sid_codes is not None:
+        out["semantic_ids"] = hashlib.sha256(ctx.sid_codes.numpy().tobytes()).hexdigest()[:16]
+    return out
+
+
+def check_inputs(run_dir: str, saved_state: dict, inputs: dict) -> None:
+    """Raise ValueError when a run's saved inputs differ from today's (its weights would be scored on other data)."""
+    saved = saved_state.get("inputs")
+    if not saved:  # checkpoints written before fingerprints existed
+        return
+    for key, what in (("data", f"the data ({inputs.get('data_source') or 'generated'})"),
+                      ("semantic_ids", "the semantic IDs (artifact rebuilt from other embeddings or settings)")):
+        if saved.get(key) != inputs.get(key):
+            raise ValueError(f"{run_dir} was trained on other inputs: {what} changed since (fingerprint "
+                             f"{saved.get(key)} -> {inputs.get(key)}). Start a new run (name=... or another "
+                             f"output_dir) or restore the inputs; the old run and its record are left as they are.")
+
+
 def _sids_fields(ctx: ModelContext) -> dict:
     """The semantic-ID artifact a generative run used: file, build report, build seconds, levels ({} otherwise)."""
     sids = ctx.extra.get("sids")
@@ -229,6 +257,11 @@ class Checkpointer:
             shutil.rmtree(old, ignore_errors=True)
         self.accelerator.wait_for_everyone()
 
+    def state(self) -> dict:
+        """The saved ``trainer_state.json`` alone (no weights loaded)."""
+        with open(os.path.join(self.path, "trainer_state.json")) as f:
+            return json.load(f)
+
     def load(self) -> dict:
         self.accelerator.load_state(self.path)
         with open(os.path.join(self.path, "trainer_state.json")) as f:
@@ -282,9 +315,11 @@ def train(cfg: ExperimentConfig) -> dict:
                       f"folder {run_dir}")
 
     ckpt = Checkpointer(run_dir, accelerator)
+    inputs = input_fingerprints(data, ctx)
     state = {"epoch": 0, "batch_in_epoch": 0, "global_step": 0, "best": -1.0, "best_epoch": -1, "bad_evals": 0,
-             "history": [], "done": False, "train_seconds": 0.0}
+             "history": [], "done": False, "train_seconds": 0.0, "inputs": inputs}
     if tc.resume and ckpt.exists():
+        check_inputs(run_dir, ckpt.state(), inputs)  # before loading any weights: other data never resumes
         state = ckpt.load()
         accelerator.print(f"resumed {run_dir} at epoch {state['epoch']} batch {state['batch_in_epoch']}")
         if tc.finish and not state["done"]:
@@ -390,6 +425,7 @@ def train(cfg: ExperimentConfig) -> dict:
         "device": device_description(accelerator.device),
         "validation_history": state["history"],
         "data_source": data.source,
+        "inputs": inputs,
         **_sids_fields(ctx),
         "config": {k: v for k, v in to_dict(cfg).items()},
     }
@@ -438,7 +474,11 @@ def evaluate_run(run_dir: str, overrides: list[str]) -> dict:
         torch.set_num_threads(cfg.train.threads)
     data = load_dataset(cfg.data)
     split = Split(data, cfg.data.max_history)
-    model = build_model(cfg, build_context(cfg, data, accelerator))
+    ctx = build_context(cfg, data, accelerator)
+    if os.path.isfile(state_path):
+        with open(state_path) as f:
+            check_inputs(run_dir, json.load(f), input_fingerprints(data, ctx))
+    model = build_model(cfg, ctx)
     model.load_state_dict(torch.load(best_path, map_location="cpu", weights_only=True))
     model = accelerator.prepare(model)
     results = _evaluate_splits(cfg, model, split, data, accelerator, collate)
