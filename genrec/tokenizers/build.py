@@ -87,11 +87,12 @@ def build_sids(cfg, force: bool = False) -> SemanticIds:
     log.info("semantic IDs: fitting %s (%d levels x %d codes) on %d items", cfg.tokenizer.kind,
              cfg.tokenizer.num_levels, cfg.tokenizer.codebook_size, emb.shape[0])
 
-    torch.manual_seed(cfg.tokenizer.seed)
-    tokenizer = build_tokenizer(cfg.tokenizer)
-    t1, c1 = time.time(), time.process_time()
-    codes, sizes, raw = fit_sids(tokenizer, emb, cfg.tokenizer.dedup)
-    t_fit, c_fit = time.time() - t1, time.process_time() - c1
+    with torch.random.fork_rng(devices=[]):  # the fit draws from tokenizer.seed and leaves the caller's RNG as it was
+        torch.manual_seed(cfg.tokenizer.seed)
+        tokenizer = build_tokenizer(cfg.tokenizer)
+        t1, c1 = time.time(), time.process_time()
+        codes, sizes, raw = fit_sids(tokenizer, emb, cfg.tokenizer.dedup)
+        t_fit, c_fit = time.time() - t1, time.process_time() - c1
 
     report = sid_report(raw, tokenizer.codebook_sizes)
     report.update(

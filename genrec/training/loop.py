@@ -291,6 +291,7 @@ def train(cfg: ExperimentConfig) -> dict:
     data = load_dataset(cfg.data)
     split = Split(data, cfg.data.max_history)
     ctx = build_context(cfg, data, accelerator)
+    set_seed(cfg.seed)  # the model's init depends on the seed alone, not on whether the ID artifact was cached
     model = build_model(cfg, ctx)
     train_ds = model.train_dataset(split)
     collate_fn = model.collate
