@@ -25,10 +25,10 @@ def _under(sub: str) -> list[str]:
     return [p for p in ALL if os.path.relpath(p, CONFIGS).split(os.sep)[0] == sub]
 
 
-TABLES, ACCELERATE = _under("tables"), _under("accelerate")
-EXPERIMENTS = [p for p in ALL if p not in TABLES and p not in ACCELERATE]
-FROZEN = [p for p in EXPERIMENTS if os.path.relpath(p, CONFIGS).split(os.sep)[0] in ("sasrec", "tiger", "gr", "llm")
-          and not os.path.basename(p).startswith("cpu_")]
+TABLES, ACCELERATE, RECORD_TABLES = _under("tables"), _under("accelerate"), _under("record_tables")
+EXPERIMENTS = [p for p in ALL if p not in TABLES and p not in ACCELERATE and p not in RECORD_TABLES]
+FROZEN = [p for p in EXPERIMENTS if os.path.relpath(p, CONFIGS).split(os.sep)[0] in
+          ("sasrec", "tiger", "gr", "llm", "parallel") and not os.path.basename(p).startswith("cpu_")]
 
 
 def _ids(paths):
@@ -110,3 +110,14 @@ def test_accelerate_config_loads(path):
 
     cfg = load_config_from_file(path)
     assert cfg.num_processes is None or cfg.num_processes >= 1
+
+
+@pytest.mark.parametrize("path", RECORD_TABLES, ids=_ids(RECORD_TABLES))
+def test_record_table_names_existing_finished_records(path):
+    spec = importlib.util.spec_from_file_location("record_table", os.path.join(REPO, "experiments", "record_table.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    from omegaconf import OmegaConf
+
+    rows = mod.load_rows(OmegaConf.to_container(OmegaConf.load(path)))  # raises naming a missing or unfinished record
+    assert any(r["source"] == "ours" for r in rows)

@@ -68,7 +68,9 @@ class SidVocab(nn.Module):
         self.size = base + sum(self.codebook_sizes)  # tokens in the whole space
         self.register_buffer("codes", codes.clone(), persistent=False)  # (N + 1, L)
         self.register_buffer("offsets", torch.tensor(self.offsets_list), persistent=False)  # (L,)
-        self.cpu_codes = codes  # for collate functions, which run before batches reach the device
+        # CPU copies for collate functions, which run in DataLoader workers before batches reach the device: a
+        # forked worker must never touch a CUDA buffer
+        self.cpu_codes, self.cpu_offsets = codes, torch.tensor(self.offsets_list)
         self._trie = None
 
     def level_slice(self, level: int) -> slice:
@@ -84,8 +86,7 @@ class SidVocab(nn.Module):
 
     def item_tokens(self, items: torch.Tensor, pad: int = 0, on_cpu: bool = False) -> torch.Tensor:
         """(...,) item ids -> (..., L) tokens of their codes; padding items (0) map to ``pad``."""
-        codes = self.cpu_codes if on_cpu else self.codes
-        offsets = self.offsets.to(codes.device)
+        codes, offsets = (self.cpu_codes, self.cpu_offsets) if on_cpu else (self.codes, self.offsets)
         return (codes[items] + offsets).masked_fill((items == 0).unsqueeze(-1), pad)
 
     def trie(self):

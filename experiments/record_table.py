@@ -1,0 +1,137 @@
+"""A table of recorded runs under two protocols beside published rows (``configs/record_tables/<name>.yaml``).
+
+    python experiments/record_table.py generative_beauty
+
+Unlike ``run_table.py`` (which launches the cells of a table), this one only reads result records that exist,
+named in the table file, one per protocol::
+
+    name: generative_beauty
+    title: ...
+    metrics: [recall@5, ndcg@5, recall@10, ndcg@10]
+    protocols: {all_items: every item a candidate (TIGER), exclude_history: history items removed (RecBole)}
+    rows:
+      SASRec (CE): {all_items: results/runs/beauty/<run>.json, exclude_history: results/runs/beauty/<run>.json}
+    published:
+      source: ...
+      rows: {TIGER: {all_items: {recall@10: ..., ndcg@10: ...}}}
+
+Each of our cells shows the record's metrics, parameters, training seconds and device; a record that says
+``training_finished: false`` is refused. Writes ``<name>.md``, ``.csv``, ``.png`` and ``.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+import time
+
+from omegaconf import OmegaConf
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+
+def load_rows(table: dict) -> list[dict]:
+    rows = []
+    for label, cells in table["rows"].items():
+        for protocol, path in cells.items():
+            if protocol not in table["protocols"]:
+                raise ValueError(f"row {label!r}: protocol {protocol!r} is not one of {list(table['protocols'])}")
+            full = os.path.join(REPO, path)
+            if not os.path.isfile(full):
+                raise FileNotFoundError(f"row {label!r} ({protocol}): record {path} does not exist")
+            with open(full) as f:
+                rec = json.load(f)
+            if rec.get("training_finished") is False:
+                raise ValueError(f"row {label!r}: {path} is an unfinished run (training_finished=false)")
+            if rec.get("protocol", "all_items") != protocol:
+                raise ValueError(f"row {label!r}: {path} was evaluated under {rec.get('protocol')!r}, not {protocol!r}")
+            trained = rec
+            if "evaluated_run" in rec:  # a `genrec eval` record: training facts come from the trained run's record
+                base = os.path.join(os.path.dirname(full), rec["evaluated_run"] + ".json")
+                if os.path.isfile(base):
+                    with open(base) as f:
+                        trained = json.load(f)
+            rows.append({"row": label, "source": "ours", "protocol": protocol, "record": path,
+                         **{m: rec["metrics"].get(m) for m in table["metrics"]},
+                         "users": rec.get("users_evaluated"), "params": trained.get("num_params"),
+                         "train_seconds": trained.get("train_seconds"), "device": trained.get("device", "")})
+    pub = table.get("published", {})
+    for label, cells in pub.get("rows", {}).items():
+        for protocol, metrics in cells.items():
+            rows.append({"row": label, "source": f"published: {pub.get('source', '')}", "protocol": protocol,
+                         **{m: metrics.get(m) for m in table["metrics"]}})
+    return rows
+
+
+def write(table: dict, rows: list[dict], out_dir: str, command: str, t0: float) -> None:
+    from genrec.training.records import write_record
+
+    name, metrics = table["name"], table["metrics"]
+    os.makedirs(out_dir, exist_ok=True)
+    fmt = lambda v: "—" if v is None else (f"{v:.4f}" if isinstance(v, float) else str(v))  # noqa: E731
+    lines = [f"# {table['title']}", "", table.get("notes", "").strip(), ""]
+    for protocol, desc in table["protocols"].items():
+        lines += [f"## {protocol}: {desc}", "",
+                  "| row | " + " | ".join(metrics) + " | params | train s | source |",
+                  "|---|" + "---|" * (len(metrics) + 3)]
+        for r in (r for r in rows if r["protocol"] == protocol):
+            params = f"{r['params'] / 1e6:.2f}M" if r.get("params") else "—"
+            src = "ours" if r["source"] == "ours" else r["source"]
+            lines.append(f"| {r['row']} | " + " | ".join(fmt(r.get(m)) for m in metrics) +
+                         f" | {params} | {fmt(r.get('train_seconds'))} | {src} |")
+        lines.append("")
+    devices = sorted({r["device"] for r in rows if r.get("device")})
+    lines += ["Devices: " + "; ".join(devices), "", f"Command: `{command}`. Records: the `record` column of "
+              f"`{name}.csv`."]
+    with open(os.path.join(out_dir, f"{name}.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    keys = ["row", "source", "protocol", *metrics, "users", "params", "train_seconds", "device", "record"]
+    with open(os.path.join(out_dir, f"{name}.csv"), "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    _plot(table, rows, os.path.join(out_dir, f"{name}.png"))
+    write_record(os.path.join(out_dir, f"{name}.json"), {"table": name, "rows": rows,
+                                                          "wall_seconds": round(time.time() - t0, 1),
+                                                          "command": command})
+
+
+def _plot(table: dict, rows: list[dict], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metric = "ndcg@10"
+    protocols = list(table["protocols"])
+    fig, axes = plt.subplots(1, len(protocols), figsize=(6 * len(protocols), 4), squeeze=False)
+    for ax, protocol in zip(axes[0], protocols):
+        sel = [r for r in rows if r["protocol"] == protocol and r.get(metric) is not None]
+        ax.barh([r["row"] + ("" if r["source"] == "ours" else " (published)") for r in sel],
+                [r[metric] for r in sel], color=["tab:blue" if r["source"] == "ours" else "tab:gray" for r in sel])
+        ax.set_title(f"{protocol}: {metric}")
+        ax.invert_yaxis()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("table", help="name of configs/record_tables/<name>.yaml, or a path")
+    p.add_argument("--out-dir", default=os.path.join(REPO, "results", "tables"))
+    args = p.parse_args()
+    t0 = time.time()
+    path = args.table if args.table.endswith(".yaml") else \
+        os.path.join(REPO, "configs", "record_tables", f"{args.table}.yaml")
+    table = OmegaConf.to_container(OmegaConf.load(path))
+    rows = load_rows(table)
+    write(table, rows, args.out_dir, "python experiments/record_table.py " + " ".join(sys.argv[1:]), t0)
+    print(f"wrote {args.out_dir}/{table['name']}.md (+ .csv .png .json)")
+
+
+if __name__ == "__main__":
+    main()
