@@ -1,7 +1,8 @@
 """``genrec demo``: the whole pipeline on the embedded tiny shop, offline, in a few minutes on 2 CPU cores.
 
-items -> text embeddings (MiniLM) -> semantic IDs (RQ-VAE) -> generative models (TIGER, decoder-only) with
-trie-constrained top-K, beside the ID-based SASRec, all through the same loop and evaluator. Prints a table.
+items -> text embeddings (MiniLM) -> semantic IDs (RQ-VAE; PQ of text + collaborative embeddings for the parallel
+model) -> generative models (TIGER and decoder-only with trie-constrained top-K, the parallel model with exact
+scoring), beside the ID-based SASRec, all through the same loop and evaluator. Prints a table.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from .training import train
 from .training.loop import format_metrics
 
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
-DEMO_MODELS = ["sasrec", "tiger", "decoder"]
+DEMO_MODELS = ["sasrec", "tiger", "decoder", "parallel"]
 
 
 def run_demo(extra_configs: list[str], overrides: list[str], models: list[str]) -> dict[str, dict]:

@@ -196,3 +196,30 @@ def test_item_loss_is_the_full_catalog_softmax_of_summed_code_logits():
     h = m._last(batch)
     joint = m.item_logits(m.level_logits(h))
     assert torch.equal(m.score(batch)[:, 1:].argsort(dim=1, descending=True), joint.argsort(dim=1, descending=True))
+
+
+@pytest.mark.slow
+def test_parallel_run_killed_mid_training_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch):
+    from genrec.training import loop
+
+    def cfg(root):
+        return load_config(["configs/tiny.yaml", "configs/tiny/parallel.yaml"], [
+            f"output_dir={root}/runs", f"results_dir={root}/results", "train.progress=false", "train.epochs=4",
+            "train.eval_every=1", "name=p", f"tokenizer.out_dir={tmp_path}/sids"])
+
+    reference = loop.train(cfg(tmp_path / "a"))
+    real, calls = loop.evaluate, {"n": 0}
+
+    def killed_at_the_second_validation(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(loop, "evaluate", killed_at_the_second_validation)
+    with pytest.raises(KeyboardInterrupt):
+        loop.train(cfg(tmp_path / "b"))
+    monkeypatch.setattr(loop, "evaluate", real)
+    resumed = loop.train(cfg(tmp_path / "b"))
+    assert resumed["metrics"] == pytest.approx(reference["metrics"])
+    assert resumed["validation_history"] == pytest.approx(reference["validation_history"])
