@@ -90,14 +90,23 @@ def read_movielens(path: str, name: str = "movielens") -> InteractionData:
     ``UserID`` line in ``sequences.txt``) are skipped and counted.
 
     Args:
-        path: folder with ``movies.dat`` and ``ratings.dat`` (preferred when both exist) or ``sequences.txt``.
+        path: folder with ``movies.dat`` and ONE of ``ratings.dat`` or ``sequences.txt``, or the path of that file.
     Raises:
         FileNotFoundError: the folder, ``movies.dat``, or both interaction files are missing (naming the paths).
-        ValueError: a malformed line (file:line), or a rated MovieID that ``movies.dat`` does not list.
+        ValueError: both interaction files in the folder (which one is meant is not guessed), a malformed line
+            (file:line), or a rated MovieID that ``movies.dat`` does not list.
     """
+    chosen = None
+    if os.path.isfile(path) and os.path.basename(path) in ("ratings.dat", "sequences.txt"):
+        path, chosen = os.path.dirname(path) or ".", os.path.basename(path)
     if not os.path.isdir(path):
         raise FileNotFoundError(f"MovieLens folder not found: {path!r}")
     ratings, seq_file = os.path.join(path, "ratings.dat"), os.path.join(path, "sequences.txt")
+    if chosen is None and os.path.isfile(ratings) and os.path.isfile(seq_file):
+        raise ValueError(f"{path!r} holds both ratings.dat and sequences.txt; point data.path at the one to read "
+                         f"(e.g. data.path={seq_file}) or remove the other")
+    if chosen == "sequences.txt":
+        ratings = os.path.join(path, "-")  # read the sequences file even though ratings.dat exists
     if os.path.isfile(ratings):
         source, user_seqs = ratings, read_ratings(ratings)
     elif os.path.isfile(seq_file):

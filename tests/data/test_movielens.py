@@ -85,3 +85,13 @@ def test_ml1m_counts(data_root):
     core = kcore({u: s.tolist() for u, s in zip(data.users, data.sequences)}, 5)
     assert (len(core), len({i for s in core.values() for i in s}), sum(map(len, core.values()))) == (
         6_040, 3_416, 999_611)
+
+
+def test_a_stray_ratings_file_beside_sequences_is_an_error_not_a_silent_switch(tmp_path):
+    folder = tmp_path / "both"
+    build(folder, ratings="7::10::5::1\n", sequences="1 10 20 30\n2 40 10\n")
+    with pytest.raises(ValueError, match="both ratings.dat and sequences.txt"):
+        read_movielens(str(folder))
+    chosen = read_movielens(str(folder / "sequences.txt"))  # data.path names the file to read
+    assert [s.tolist() for s in chosen.sequences] == [[1, 2, 3], [4, 1]]
+    assert read_movielens(str(folder / "ratings.dat")).num_users == 1
