@@ -144,10 +144,39 @@ def _item_table(path: str) -> dict[str, dict]:
     return meta
 
 
+def parse_timestamps(col, path: str) -> np.ndarray:
+    """One sortable float per row: numbers as they are (epoch seconds, or any order key), or ISO 8601 dates.
+
+    Every row must be of one kind. A column that mixes numbers and dates, or holds a date that is not ISO 8601
+    (``03/05/2014`` is ambiguous), is refused naming the first offending row: sorting such a column as text would
+    silently reorder histories and change the test targets.
+    """
+    import pandas as pd
+
+    if pd.api.types.is_numeric_dtype(col):
+        return col.to_numpy(dtype=float)
+    text = col.astype(str).str.strip()
+    numbers = pd.to_numeric(text, errors="coerce")
+    is_num = numbers.notna().to_numpy()
+    if is_num.all():
+        return numbers.to_numpy(dtype=float)
+    if is_num.any():
+        r = int(np.flatnonzero(is_num != is_num[0])[0])
+        raise ValueError(f"{path}: column 'timestamp' mixes numbers and dates: data row {r + 1} has "
+                         f"{text.iloc[r]!r} but data row 1 has {text.iloc[0]!r}; use one kind for every row")
+    dates = pd.to_datetime(text, format="ISO8601", errors="coerce", utc=True)
+    bad = dates.isna().to_numpy()
+    if bad.any():
+        r = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"{path}: data row {r + 1} has timestamp {text.iloc[r]!r}, which is not a number or an "
+                         f"ISO 8601 date (e.g. 2014-03-05 or 2014-03-05T10:00:00Z)")
+    return (dates.astype("int64") // 1000).to_numpy(dtype=float)  # microseconds since the epoch
+
+
 def read_table(path: str, name: str = "table") -> InteractionData:
     """Read a user's own interaction table (+ optional item table) into time-ordered sequences.
 
-    Each user's rows are sorted by ``timestamp`` (any sortable type: integers, floats, ISO strings, datetimes); equal
+    Each user's rows are sorted by ``timestamp`` (numbers, or ISO 8601 dates; ``parse_timestamps``); equal
     timestamps keep file order. Repeated (user, item) rows are kept (repeat consumption). Users come out in sorted
     ``user_id`` order and items are numbered 1..N by first appearance in that order; ``items[i]["item_key"]`` is the
     original ``item_id`` as text. Items absent from the item table get no text and are counted
@@ -174,11 +203,7 @@ def read_table(path: str, name: str = "table") -> InteractionData:
                              f"{frame.iloc[r][list(REQUIRED)].to_dict()}")
     users = [canonical_id(v) for v in frame["user_id"].tolist()]
     items = [canonical_id(v) for v in frame["item_id"].tolist()]
-    try:
-        order = np.lexsort((np.arange(len(frame)), frame["timestamp"].to_numpy()))  # stable by time
-    except TypeError:
-        raise ValueError(f"{inter_path}: column 'timestamp' mixes types that cannot be compared "
-                         f"(e.g. {frame['timestamp'].iloc[0]!r}); use one type (numbers, ISO dates)") from None
+    order = np.lexsort((np.arange(len(frame)), parse_timestamps(frame["timestamp"], inter_path)))  # stable by time
     by_user: dict[str, list[str]] = {}
     for r in order:
         by_user.setdefault(users[r], []).append(items[r])

@@ -120,3 +120,24 @@ def test_through_load_dataset(tmp_path):
     INTER.to_csv(tmp_path / "interactions.csv", index=False)
     data = load_dataset(DataConfig(name="custom", reader="table", path=str(tmp_path)))
     assert data.users.tolist() == [1, 3] and data.skipped == {"users_shorter_than_3": 1}
+
+
+@pytest.mark.parametrize("rows,message", [
+    ("u,a,100\nu,b,2014-03-05\n", r"mixes numbers and dates: data row 2 has '2014-03-05'"),
+    ("u,a,2014-03-05\nu,b,03/06/2014\n", r"data row 2 has timestamp '03/06/2014', which is not a number or an ISO"),
+    ("u,a,2014-03-05\nu,b,soon\n", r"data row 2 has timestamp 'soon'"),
+])
+def test_timestamps_of_mixed_or_ambiguous_kinds_are_refused_by_row(tmp_path, rows, message):
+    (tmp_path / "i.csv").write_text("user_id,item_id,timestamp\n" + rows)
+    with pytest.raises(ValueError, match=message):
+        read_table(str(tmp_path / "i.csv"))
+
+
+def test_numeric_text_timestamps_sort_as_numbers_and_iso_dates_as_instants():
+    from genrec.data.table import parse_timestamps
+
+    # as text "100" < "9"; as numbers 9 < 10 < 100 (a parquet / JSON column of numeric strings)
+    keys = parse_timestamps(pd.Series(["10", "9", "100"], dtype=object), "x.parquet")
+    assert list(np.argsort(keys, kind="stable")) == [1, 0, 2]
+    keys = parse_timestamps(pd.Series(["2014-03-05T10:00:00Z", "2014-03-05T09:00:00+00:00", "2014-03-04"]), "x")
+    assert list(np.argsort(keys, kind="stable")) == [2, 1, 0]
