@@ -373,8 +373,10 @@ def train(cfg: ExperimentConfig) -> dict:
     total_steps = tc.max_steps or steps_per_epoch * tc.epochs
     optimizer, scheduler = build_optimizer(model, tc, total_steps)
     sampler = EpochShuffle(len(train_ds), cfg.seed)
+    # The loader's own generator: creating an iterator draws a base seed from it, which from the global RNG would
+    # shift the dropout masks of a run resumed mid-epoch by one draw (its iterator is created after the restore)
     train_loader = DataLoader(train_ds, batch_size=tc.batch_size, sampler=sampler, collate_fn=collate_fn,
-                              num_workers=cfg.data.num_workers)
+                              num_workers=cfg.data.num_workers, generator=torch.Generator().manual_seed(cfg.seed))
     model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
     # The schedule counts optimiser steps; we step it ourselves (accelerate's wrapper would step it once per process).
     accelerator.register_for_checkpointing(scheduler)
