@@ -86,6 +86,7 @@ def load_run(run_dir: str, overrides: list[str] | tuple[str, ...] = ()) -> Train
         FileNotFoundError: the folder lacks the config or the best weights (naming the path).
     """
     from .config import load_config
+    from .io import torch_load
     from .data import load_dataset
     from .models import build_model
     from .training.loop import build_context
@@ -97,7 +98,7 @@ def load_run(run_dir: str, overrides: list[str] | tuple[str, ...] = ()) -> Train
     cfg = load_config([cfg_path], list(overrides))
     data = load_dataset(cfg.data)
     model = build_model(cfg, build_context(cfg, data, None))
-    model.load_state_dict(torch.load(best_path, map_location="cpu", weights_only=True))
+    model.load_state_dict(torch_load(best_path, "best weights", "re-train the run", map_location="cpu"))
     return TrainedRun(cfg, data, model.eval(), run_dir)
 
 

@@ -33,14 +33,20 @@ def _read_frame(path: str) -> pd.DataFrame:
     try:
         # ids are read as text so "007" and "7" stay distinct; canonical_id turns integral numbers into "7" anyway
         return pd.read_csv(path, sep=sep, dtype={"user_id": str, "item_id": str})
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"{path}: the file is empty; expected a header {list(REQUIRED)} and rows") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as e:
         raise ValueError(f"{path}: cannot parse as {'TSV' if sep == chr(9) else 'CSV'} ({e})") from None
 
 
 def _read_jsonl(path: str) -> list[dict]:
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    with open(path, encoding="utf-8", errors="strict") as f:
+        try:
+            lines = list(f)
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason}); save it as UTF-8") from None
+        for lineno, line in enumerate(lines, 1):
             if not line.strip():
                 continue
             try:
@@ -208,7 +214,8 @@ def read_table(path: str, name: str = "table") -> InteractionData:
     for r in order:
         by_user.setdefault(users[r], []).append(items[r])
     # numeric user ids sort as numbers, others as text
-    numeric = all(u.lstrip("-").isdigit() for u in by_user)
+    # (ids beyond int64, e.g. 26 digits, stay text: they cannot be stored as numbers without losing digits)
+    numeric = all(u.lstrip("-").isdigit() and abs(int(u)) < 2**63 for u in by_user)
     user_seqs = {u: by_user[u] for u in sorted(by_user, key=(lambda u: int(u)) if numeric else None)}
     # without an item file every item simply has no text: nothing to count as missing
     meta = _item_table(items_path) if items_path else {i: {} for i in set(items)}

@@ -200,7 +200,12 @@ def text_embeddings(cfg, items: list[dict], dataset: str, data=None) -> torch.Te
     """Item embeddings from text, cached under ``cfg.cache_dir`` (key: see ``cache_path``). Returns (N, E)."""
     path, texts = cache_path(cfg, items, dataset)
     if os.path.isfile(path):
-        return torch.load(path, weights_only=True)["embeddings"]
+        from ..io import torch_load
+
+        obj = torch_load(path, "embedding cache", "delete it; the next run re-embeds the items")
+        if not isinstance(obj, dict) or "embeddings" not in obj:
+            raise ValueError(f"embedding cache {path} holds no 'embeddings'; delete it, the next run re-embeds")
+        return obj["embeddings"]
     t0, c0 = time.time(), time.process_time()
     emb = encode_texts(texts, cfg.encoder, cfg.batch_size, cfg.max_length, cfg.pooling, cfg.normalize)
     meta = {

@@ -65,7 +65,9 @@ class SemanticIds:
     def load(cls, path: str) -> "SemanticIds":
         if not os.path.isfile(path):
             raise FileNotFoundError(f"semantic-ID artifact {path!r} does not exist; build it with `genrec sids build`")
-        obj = torch.load(path, weights_only=True)
+        from ..io import torch_load
+
+        obj = torch_load(path, "semantic-ID artifact", "delete it; the next run rebuilds it")
         meta = json.loads(obj["meta"])
         for k in ("format_version", "num_items", "num_levels"):
             meta.pop(k, None)

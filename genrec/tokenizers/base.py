@@ -78,7 +78,9 @@ def load_tokenizer(path: str) -> Tokenizer:
     """Rebuild a fitted tokenizer saved with ``Tokenizer.save``."""
     from . import TOKENIZERS
 
-    obj = torch.load(path, weights_only=True)
+    from ..io import torch_load
+
+    obj = torch_load(path, "fitted tokenizer", "delete it and rebuild with `genrec sids build`")
     tok = TOKENIZERS[obj["kind"]](**obj["config"])
     tok.load_state_dict(obj["state"])
     tok.fitted = True

@@ -83,7 +83,13 @@ def build_sids(cfg, force: bool = False) -> SemanticIds:
     stem = path[:-3]
     if os.path.isfile(path) and not force:
         log.info("semantic IDs: loading %s", path)
-        return SemanticIds.load(path)
+        sids = SemanticIds.load(path)
+        found = (sids.dataset, sids.embedding_sha256, sids.codes.shape[0])
+        if found != (dataset, emb_sha, emb.shape[0]):
+            raise ValueError(f"semantic-ID artifact {path} was built for dataset {found[0]!r}, embeddings "
+                             f"{found[1][:12]}, {found[2]} items, not for {dataset!r}, {emb_sha[:12]}, "
+                             f"{emb.shape[0]} items; delete it and the next run rebuilds it")
+        return sids
     log.info("semantic IDs: fitting %s (%d levels x %d codes) on %d items", cfg.tokenizer.kind,
              cfg.tokenizer.num_levels, cfg.tokenizer.codebook_size, emb.shape[0])
 

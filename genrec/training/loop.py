@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from ..config import ExperimentConfig, save_config, to_dict
 from ..console import interactive
+from ..io import torch_load
 from ..data import EvalDataset, Split, collate, load_dataset
 from ..evaluation import evaluate
 from ..models import GENERATIVE, ModelContext, build_model
@@ -333,7 +334,12 @@ class Checkpointer:
             return json.load(f)
 
     def load(self) -> dict:
-        self.accelerator.load_state(self.path)
+        try:
+            self.accelerator.load_state(self.path)
+        except Exception as e:  # noqa: BLE001 - a damaged checkpoint: name it and the fix, not a pickle traceback
+            raise ValueError(f"checkpoint {self.path} cannot be loaded ({type(e).__name__}: "
+                             f"{str(e).splitlines()[0][:120] if str(e) else ''}); delete it to restart the run from "
+                             f"the beginning") from None
         with open(os.path.join(self.path, "trainer_state.json")) as f:
             return json.load(f)
 
@@ -481,7 +487,8 @@ def train(cfg: ExperimentConfig) -> dict:
     # Test the best weights on the full test split (or the configured subset).
     accelerator.wait_for_everyone()
     if os.path.exists(best_path):
-        accelerator.unwrap_model(model).load_state_dict(torch.load(best_path, map_location="cpu", weights_only=True))
+        accelerator.unwrap_model(model).load_state_dict(torch_load(
+            best_path, "best weights", "delete the run folder to train again", map_location="cpu"))
     results = _evaluate_splits(cfg, model, split, data, accelerator, eval_collate)
     accelerator.log({f"final/{s}/{k}": v for s, m in results.items() for k, v in m.items()})
     accelerator.end_training()
@@ -559,7 +566,7 @@ def evaluate_run(run_dir: str, overrides: list[str]) -> dict:
         with open(state_path) as f:
             check_inputs(run_dir, json.load(f), input_fingerprints(data, ctx))
     model = build_model(cfg, ctx)
-    model.load_state_dict(torch.load(best_path, map_location="cpu", weights_only=True))
+    model.load_state_dict(torch_load(best_path, "best weights", "re-train the run", map_location="cpu"))
     model = accelerator.prepare(model)
     results = _evaluate_splits(cfg, model, split, data, accelerator, collate)
     tag = hashlib.sha1(json.dumps(sorted(overrides)).encode()).hexdigest()[:6]
