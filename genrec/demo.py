@@ -30,7 +30,7 @@ def run_demo(extra_configs: list[str], overrides: list[str], models: list[str]) 
     keys = ["recall@5", "ndcg@5", "recall@10", "ndcg@10"]
     print("\nmodel      " + "  ".join(f"{k:>10}" for k in keys) + "  invalid ids  seconds")
     for model, m in results.items():
-        invalid = m.get("invalid_ids", "-")
+        invalid = m.get("invalid_ids", "-")  # score models rank every item: no IDs to be invalid
         print(f"{model:<10} " + "  ".join(f"{m[k]:>10.4f}" for k in keys) + f"  {invalid:>11}  {m['seconds']:>7.0f}")
     return results
 

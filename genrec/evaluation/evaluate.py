@@ -35,7 +35,8 @@ def evaluate(model, loader, accelerator, ks: list[int], num_items: int, desc: st
             seen items; generative models are asked for ``max(ks) + T`` items (T = history columns, so their beam
             widens to at least that) and seen items are dropped from the list.
     Returns:
-        {"recall@5": ..., "ndcg@5": ..., ..., "users": n, "invalid_ids": n, "duplicate_ids": n}; with
+        {"recall@5": ..., "ndcg@5": ..., ..., "users": n, "recall@5_se": binomial standard error of recall@5
+        (sqrt(p (1 - p) / n)), ..., "invalid_ids": n, "duplicate_ids": n}; with
         ``exclude_history`` also "seen_targets": targets that were in their user's history (ranked as misses).
     """
     net = accelerator.unwrap_model(model)
@@ -71,7 +72,10 @@ def _evaluate(net, loader, accelerator, ks, num_items, desc, progress, exclude_h
         ranks.append(accelerator.gather_for_metrics(r))  # per batch: drops the last batch's padding duplicates
     all_ranks = torch.cat(ranks) if ranks else torch.empty(0, dtype=torch.long)
     out = metrics_from_ranks(all_ranks.cpu(), ks)
-    out["users"] = int(all_ranks.numel())
+    out["users"] = n = int(all_ranks.numel())
+    for kk in ks:  # binomial standard error of each recall: how far a subset's figure can sit from the full one
+        p = out[f"recall@{kk}"]
+        out[f"recall@{kk}_se"] = (p * (1 - p) / n) ** 0.5 if n else float("nan")
     if validity:
         counts = torch.cat(validity).sum(0).tolist()
         out["invalid_ids"], out["duplicate_ids"] = int(counts[0]), int(counts[1])

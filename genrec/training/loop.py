@@ -591,7 +591,7 @@ def evaluate_run(run_dir: str, overrides: list[str]) -> dict:
 
 
 def format_metrics(results: dict[str, dict]) -> str:
-    keys = [k for k in next(iter(results.values())) if "@" in k]
+    keys = [k for k in next(iter(results.values())) if "@" in k and not k.endswith("_se")]
     lines = ["split  " + "  ".join(f"{k:>10}" for k in keys)]
     for s, m in results.items():
         lines.append(f"{s:<6} " + "  ".join(f"{m[k]:>10.4f}" for k in keys))
