@@ -4,6 +4,7 @@
     python experiments/run_table.py cpu_table2_beauty --jobs 2  # run what is missing, then write the table
     python experiments/run_table.py table1 --launcher accelerate --cells "TIGER (Beauty)" --seeds 0
     python experiments/run_table.py table2 --report-only        # rebuild results/tables/table2.md from records
+    python experiments/run_table.py table1 --smoke              # every cell for 20 steps + 100 users, under smoke/
 
 A table is data (``configs/tables/<name>.yaml``)::
 
@@ -57,6 +58,9 @@ TABLE_KEYS = {"name", "title", "protocol", "seeds", "metrics", "launcher", "acce
 CELL_KEYS = {"configs", "overrides", "published"}
 LAUNCHERS = ("python", "accelerate")
 DEFAULT_METRICS = ["recall@5", "ndcg@5", "recall@10", "ndcg@10"]
+SMOKE_STEPS, SMOKE_USERS = 20, 100
+SMOKE_OVERRIDES = [f"train.max_steps={SMOKE_STEPS}", "train.epochs=1", f"eval.max_users={SMOKE_USERS}",
+                   f"eval.valid_max_users={SMOKE_USERS}", "train.progress=false"]
 
 
 # ------------------------------------------------------------------------------------------ table file
@@ -475,8 +479,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--output-dir", help="passed to each run as output_dir= (default: the config's, runs)")
     p.add_argument("--tables-dir", default=None, help="where the table is written (default <results_dir>/tables)")
     p.add_argument("--override", "-o", action="append", default=[], help="extra dotted override for every cell")
+    p.add_argument("--smoke", action="store_true",
+                   help="check the whole table in minutes before spending hours: every cell, seed 0, for "
+                        f"{SMOKE_STEPS} steps and a {SMOKE_USERS}-user evaluation, under smoke/ (runs and records)")
     args = p.parse_args(argv)
     t0 = time.time()
+    if args.smoke:  # separate folders: a smoke record never stands in for a real cell
+        args.override = [*args.override, *SMOKE_OVERRIDES]
+        args.seeds = [0]
+        args.results_dir = args.results_dir or os.path.join("smoke", "results")
+        args.output_dir = args.output_dir or os.path.join("smoke", "runs")
     try:
         table = load_table(args.table)
         jobs = plan(table, args.launcher, args.accelerate_config, args.seeds, args.cells, args.override,

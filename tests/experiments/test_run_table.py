@@ -72,6 +72,15 @@ def test_run_table_dry_run_prints_every_command(table, tmp_path, capsys):
     assert "model.sasrec.hidden=48" in cmds[3] and cmds[3].endswith("seed=0")
 
 
+def test_smoke_mode_runs_every_cell_once_briefly_in_its_own_folders(table, capsys):
+    assert run_table.main([table, "--dry-run", "--smoke"]) == 0
+    cmds = [line for line in capsys.readouterr().out.splitlines() if not line.startswith("#")]
+    assert len(cmds) == 3  # every cell, one seed
+    for cmd in cmds:
+        assert "train.max_steps=20" in cmd and "eval.max_users=100" in cmd and "eval.valid_max_users=100" in cmd
+        assert "results_dir=smoke/results" in cmd and "output_dir=smoke/runs" in cmd and cmd.endswith("seed=0")
+
+
 def test_run_table_dry_run_accelerate_launcher(table, capsys):
     args = [table, "--dry-run", "--launcher", "accelerate", "--accelerate-config", "configs/accelerate/x.yaml",
             "--cells", "Small", "--seeds", "4"]
