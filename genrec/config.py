@@ -108,8 +108,9 @@ class SASRecConfig:
     layers: int = 2
     heads: int = 1
     dropout: float = 0.5
-    loss: str = "ce"  # key of genrec.models.sasrec.LOSSES: ce | bce
-    num_negatives: int = 1  # loss=bce
+    loss: str = "ce"  # key of genrec.models.sasrec.LOSSES: ce | bce | sampled
+    num_negatives: int = 1  # loss=bce (per position) and loss=sampled (per position, uniform)
+    temperature: float = 1.0  # loss=sampled: logits / temperature
 
 
 @dataclass
@@ -146,6 +147,21 @@ class TigerConfig:
     # > 0 (at least data.max_history): add a learned embedding of each history token's recency (1 = the latest
     # item) to the encoder input. Plain T5 has only relative positions, so finding the latest item is slow to learn.
     recency_positions: int = 0
+
+
+@dataclass
+class HSTUConfig:
+    """HSTU over item IDs (``model.kind=hstu``, genrec/models/hstu.py); defaults are HSTU's ML-1M settings."""
+
+    dim: int = 50
+    layers: int = 2
+    heads: int = 1
+    dqk: int = 25  # per-head query / key size
+    dv: int = 25  # per-head value size
+    dropout: float = 0.2
+    loss: str = "sampled"  # sampled | ce (genrec.models.losses)
+    num_negatives: int = 128
+    temperature: float = 0.05
 
 
 @dataclass
@@ -206,12 +222,13 @@ class LLMConfig:
 
 @dataclass
 class ModelConfig:
-    kind: str = "sasrec"  # key of genrec.models.MODELS: pop sasrec decoder tiger llm parallel
+    kind: str = "sasrec"  # key of genrec.models.MODELS: pop sasrec hstu decoder tiger llm parallel
     attention: str = "sdpa"  # key of genrec.attention.ATTENTION (decoder, parallel): eager sdpa flash flex linear hstu
     sasrec: SASRecConfig = field(default_factory=SASRecConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
     tiger: TigerConfig = field(default_factory=TigerConfig)
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    hstu: HSTUConfig = field(default_factory=HSTUConfig)
     llm: LLMConfig = field(default_factory=LLMConfig)
 
 

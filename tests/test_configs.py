@@ -28,7 +28,7 @@ def _under(sub: str) -> list[str]:
 TABLES, ACCELERATE, RECORD_TABLES = _under("tables"), _under("accelerate"), _under("record_tables")
 EXPERIMENTS = [p for p in ALL if p not in TABLES and p not in ACCELERATE and p not in RECORD_TABLES]
 FROZEN = [p for p in EXPERIMENTS if os.path.relpath(p, CONFIGS).split(os.sep)[0] in
-          ("sasrec", "tiger", "gr", "llm", "parallel") and not os.path.basename(p).startswith("cpu_")]
+          ("sasrec", "tiger", "gr", "llm", "parallel", "hstu") and not os.path.basename(p).startswith("cpu_")]
 
 
 def _ids(paths):

@@ -39,6 +39,12 @@ def _parallel(cfg, ctx):
     return ParallelSidModel.from_config(cfg, ctx)
 
 
+def _hstu(cfg, ctx):
+    from .hstu import HSTU
+
+    return HSTU.from_config(cfg, ctx)
+
+
 def _pop(cfg, ctx):
     from .pop import Popularity
 
@@ -46,7 +52,7 @@ def _pop(cfg, ctx):
 
 
 MODELS: dict[str, ModelFactory] = {"pop": _pop, "sasrec": _sasrec, "decoder": _decoder, "tiger": _tiger, "llm": _llm,
-                               "parallel": _parallel}
+                               "parallel": _parallel, "hstu": _hstu}
 GENERATIVE = {"decoder", "tiger", "llm", "parallel"}  # models that read semantic IDs
 
 

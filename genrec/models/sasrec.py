@@ -50,16 +50,23 @@ def bce_loss(model: "SASRec", h: torch.Tensor, labels: torch.Tensor) -> torch.Te
         F.binary_cross_entropy_with_logits(neg_logit.float(), torch.zeros_like(neg_logit.float()))
 
 
-LOSSES = {"ce": ce_loss, "bce": bce_loss}
+def sampled_loss(model: "SASRec", h: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Sampled softmax: the positive against ``num_negatives`` uniform negatives per position (HSTU's recipe)."""
+    from .losses import item_loss
+
+    return item_loss("sampled", h, labels, model.item_emb.weight, model.temperature, model.num_negatives)
+
+
+LOSSES = {"ce": ce_loss, "bce": bce_loss, "sampled": sampled_loss}
 
 
 class SASRec(Recommender):
     example_mode = "sequence"
 
     def __init__(self, num_items: int, max_len: int, hidden: int = 64, layers: int = 2, heads: int = 1,
-                 dropout: float = 0.5, loss: str = "ce", num_negatives: int = 1):
+                 dropout: float = 0.5, loss: str = "ce", num_negatives: int = 1, temperature: float = 1.0):
         super().__init__()
-        self.num_items, self.num_negatives = num_items, num_negatives
+        self.num_items, self.num_negatives, self.temperature = num_items, num_negatives, temperature
         self.loss_fn = lookup(LOSSES, loss, field="model.sasrec.loss")
         self.item_emb = nn.Embedding(num_items + 1, hidden, padding_idx=0)
         self.pos_emb = nn.Embedding(max_len, hidden)
@@ -80,7 +87,7 @@ class SASRec(Recommender):
     def from_config(cfg_cls, cfg, ctx: ModelContext) -> "SASRec":
         c = cfg.model.sasrec
         return cfg_cls(ctx.num_items, cfg.data.max_history, c.hidden, c.layers, c.heads, c.dropout, c.loss,
-                       c.num_negatives)
+                       c.num_negatives, c.temperature)
 
     def encode(self, seq: torch.Tensor) -> torch.Tensor:
         """(B, T) left-padded item ids -> (B, T, D) hidden states (position t sees items <= t)."""
