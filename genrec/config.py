@@ -257,6 +257,7 @@ class TrainConfig:
     resume: bool = True  # continue from the run folder's last checkpoint when there is one
     checkpoint_steps: int = 0  # > 0 also checkpoints every N optimiser steps inside an epoch
     finish: bool = False  # stop a resumed run here: test its best weights and write the record (noted in it)
+    bucket_by_length: bool = False  # batches of rows of similar length (less padding; datasets with lengths())
 
 
 @dataclass

@@ -82,6 +82,10 @@ class NextItemDataset(Dataset):
     def __len__(self) -> int:
         return len(self.index)
 
+    def lengths(self) -> np.ndarray:
+        """History items per example (for length-bucketed batches)."""
+        return np.minimum(self.index[:, 1], self.split.max_history)
+
     def __getitem__(self, i: int) -> dict:
         u, t = (int(x) for x in self.index[i])
         seq = self.split.train_sequence(u)
@@ -94,6 +98,10 @@ class SequenceDataset(Dataset):
     def __init__(self, split: Split):
         self.split = split
         self.users = np.array([u for u in range(split.data.num_users) if len(split.train_sequence(u)) >= 2])
+
+    def lengths(self) -> np.ndarray:
+        """Items per row (for length-bucketed batches)."""
+        return np.array([min(len(self.split.train_sequence(int(u))) - 1, self.split.max_history) for u in self.users])
 
     def __len__(self) -> int:
         return len(self.users)

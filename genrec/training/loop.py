@@ -214,6 +214,33 @@ def _record_head(cfg: ExperimentConfig, results: dict, commit: str) -> dict:
     }
 
 
+class BucketShuffle(torch.utils.data.Sampler):
+    """Length-bucketed random batches that depend only on (seed, epoch): each epoch shuffles the rows, cuts the
+    order into pools of ``pool`` batches, sorts each pool by row length, cuts it into batches and shuffles the
+    batches. Every row is visited exactly once per epoch; a batch holds rows of similar length, so little of it is
+    padding (``train.bucket_by_length``; the dataset gives ``lengths()``).
+    """
+
+    def __init__(self, lengths, batch_size: int, seed: int, pool: int = 50):
+        self.lengths = torch.as_tensor(lengths)
+        self.batch_size, self.seed, self.pool, self.epoch = batch_size, seed, pool, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        order = torch.randperm(len(self.lengths), generator=g)
+        batches = []
+        for chunk in order.split(self.batch_size * self.pool):
+            chunk = chunk[torch.argsort(self.lengths[chunk], stable=True)]
+            batches += list(chunk.split(self.batch_size))
+        return iter(torch.cat([batches[i] for i in torch.randperm(len(batches), generator=g)]).tolist())
+
+
 class EpochShuffle(torch.utils.data.Sampler):
     """A random order that depends only on (seed, epoch), so a resumed run sees the batches it would have seen."""
 
@@ -378,7 +405,13 @@ def train(cfg: ExperimentConfig) -> dict:
     steps_per_epoch = math.ceil(len(train_ds) / (tc.batch_size * accelerator.num_processes * tc.grad_accum))
     total_steps = tc.max_steps or steps_per_epoch * tc.epochs
     optimizer, scheduler = build_optimizer(model, tc, total_steps)
-    sampler = EpochShuffle(len(train_ds), cfg.seed)
+    if tc.bucket_by_length:
+        if not hasattr(train_ds, "lengths"):
+            raise ValueError(f"train.bucket_by_length=true: the {type(train_ds).__name__} of model.kind="
+                             f"{cfg.model.kind!r} gives no row lengths; set train.bucket_by_length=false")
+        sampler = BucketShuffle(train_ds.lengths(), tc.batch_size, cfg.seed)
+    else:
+        sampler = EpochShuffle(len(train_ds), cfg.seed)
     # The loader's own generator: creating an iterator draws a base seed from it, which from the global RNG would
     # shift the dropout masks of a run resumed mid-epoch by one draw (its iterator is created after the restore)
     train_loader = DataLoader(train_ds, batch_size=tc.batch_size, sampler=sampler, collate_fn=collate_fn,
