@@ -12,8 +12,6 @@ import json
 import logging
 import math
 import os
-import platform
-import shutil
 import time
 
 import numpy as np
@@ -28,57 +26,16 @@ from ..console import interactive
 from ..io import torch_load
 from ..data import EvalDataset, Split, collate, load_dataset
 from ..evaluation import evaluate
-from ..models import GENERATIVE, ModelContext, build_model
+from ..models import build_model
+from ..data.samplers import BucketShuffle, EpochShuffle
+from .checkpoint import Checkpointer, RunLock
+from .inputs import _sids_fields, build_context, check_inputs, input_fingerprints
+from .naming import _flatten, run_name
 from .optim import build_optimizer
 from .records import device_description, git_commit, write_record
 
 log = logging.getLogger(__name__)
 logging.getLogger("accelerate").setLevel(logging.WARNING)  # one line per checkpoint file is noise
-
-
-# Keys that never change what a run computes: left out of run names and their hashes.
-_NAME_IGNORED = ("sources", "name", "output_dir", "results_dir", "train.progress", "train.threads", "train.resume",
-                 "train.finish", "train.trackers", "train.log_every", "train.checkpoint_steps")
-
-
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
-def config_delta(resolved: dict) -> dict:
-    """Dotted keys of a resolved config (``to_dict``) whose values differ from the schema defaults.
-
-    A field added to the schema later, with a default, does not appear, so it changes no existing run's name.
-    """
-    defaults = _flatten(to_dict(ExperimentConfig()))
-    flat = _flatten(resolved)
-    return {k: v for k, v in flat.items() if not k.startswith(_NAME_IGNORED) and defaults.get(k, object()) != v}
-
-
-def run_name(cfg: ExperimentConfig) -> str:
-    """``<config stems>[__<overrides>]__s<seed>-<hash>``: readable, equal on all ranks, and unique per config.
-
-    The hash covers the values that differ from the schema defaults (``config_delta``), so runs keep their names
-    (and resume, and the table runner finds their records) when the schema gains fields.
-    """
-    if cfg.name:
-        return cfg.name
-    stems = ["-".join(p.replace(".yaml", "").split("/")[-2:]) for p in cfg.sources if p.endswith(".yaml")]
-    overrides = [o for o in cfg.sources if not o.endswith(".yaml") and not o.startswith(("seed=", *_NAME_IGNORED))]
-    delta = config_delta(to_dict(cfg))
-    digest = hashlib.sha1(json.dumps(delta, sort_keys=True).encode()).hexdigest()[:6]
-    parts = ["_".join(stems) or f"{cfg.model.kind}-{cfg.data.name}"]
-    if overrides:
-        parts.append("_".join(o.replace("/", "-") for o in overrides)[:80])
-    parts.append(f"s{cfg.seed}-{digest}")
-    return "__".join(parts)
 
 
 def _wandb_logged_in() -> bool:
@@ -102,65 +59,6 @@ def _trackers(cfg: ExperimentConfig) -> list[str]:
                 os.environ["WANDB_MODE"] = "offline"
         out.append(name)
     return out
-
-
-def build_context(cfg: ExperimentConfig, data, accelerator: Accelerator | None = None) -> ModelContext:
-    """What the model may know about the data: sizes, item table, and (generative models) the semantic IDs.
-
-    Under several processes rank 0 builds (or loads) the ID artifact first, then the others load it.
-    """
-    import contextlib
-
-    ctx = ModelContext(num_items=data.num_items, num_users=data.num_users, item_texts=data.items)
-    if cfg.model.kind in GENERATIVE:
-        from ..tokenizers import build_sids
-
-        with accelerator.main_process_first() if accelerator is not None else contextlib.nullcontext():  # rank 0 builds (or loads) the artifact, the others load it
-            sids = build_sids(cfg)
-        if sids.codes.shape[0] != data.num_items:
-            raise ValueError(f"semantic IDs cover {sids.codes.shape[0]} items but {cfg.data.name} has {data.num_items}")
-        ctx.sid_codes = torch.cat([torch.zeros(1, sids.codes.shape[1], dtype=torch.long), sids.codes.long()])
-        ctx.codebook_sizes = list(sids.codebook_sizes)
-        ctx.extra["sids"] = sids
-    return ctx
-
-
-def input_fingerprints(data, ctx: ModelContext) -> dict:
-    """Hashes of what a run trains on: the interactions and item table, and the semantic IDs (generative models).
-
-    Stored in the checkpoint and the record; a resume or ``genrec eval`` on changed inputs stops (``check_inputs``).
-    """
-    h = hashlib.sha256()
-    h.update(np.array([len(s) for s in data.sequences], dtype=np.int64).tobytes())
-    h.update(np.concatenate(data.sequences).astype(np.int64).tobytes() if data.sequences else b"")
-    h.update(json.dumps(data.items, sort_keys=True, default=str).encode())
-    out = {"data": h.hexdigest()[:16], "data_source": data.source}
-    if ctx.sid_codes is not None:
-        out["semantic_ids"] = hashlib.sha256(ctx.sid_codes.numpy().tobytes()).hexdigest()[:16]
-    return out
-
-
-def check_inputs(run_dir: str, saved_state: dict, inputs: dict) -> None:
-    """Raise ValueError when a run's saved inputs differ from today's (its weights would be scored on other data)."""
-    saved = saved_state.get("inputs")
-    if not saved:  # checkpoints written before fingerprints existed
-        return
-    for key, what in (("data", f"the data ({inputs.get('data_source') or 'generated'})"),
-                      ("semantic_ids", "the semantic IDs (artifact rebuilt from other embeddings or settings)")):
-        if saved.get(key) != inputs.get(key):
-            raise ValueError(f"{run_dir} was trained on other inputs: {what} changed since (fingerprint "
-                             f"{saved.get(key)} -> {inputs.get(key)}). Start a new run (name=... or another "
-                             f"output_dir) or restore the inputs; the old run and its record are left as they are.")
-
-
-def _sids_fields(ctx: ModelContext) -> dict:
-    """The semantic-ID artifact a generative run used: file, build report, build seconds, levels ({} otherwise)."""
-    sids = ctx.extra.get("sids")
-    if sids is None:
-        return {}
-    return {"semantic_ids": {"artifact": sids.tokenizer_path.replace(".tokenizer.pt", ".pt"), "tokenizer": sids.tokenizer,
-                             "codebook_sizes": list(sids.codebook_sizes), "report": sids.extra.get("report"),
-                             "build_seconds": sids.extra.get("seconds")}}
 
 
 def _flat(d: dict) -> dict:
@@ -212,163 +110,6 @@ def _record_head(cfg: ExperimentConfig, results: dict, commit: str) -> dict:
         "users_evaluated": results[main_split]["users"],
         "user_subset": cfg.eval.max_users or None,
     }
-
-
-class BucketShuffle(torch.utils.data.Sampler):
-    """Length-bucketed random batches that depend only on (seed, epoch): each epoch shuffles the rows, cuts the
-    order into pools of ``pool`` batches, sorts each pool by row length, cuts it into batches and shuffles the
-    batches. Every row is visited exactly once per epoch; a batch holds rows of similar length, so little of it is
-    padding (``train.bucket_by_length``; the dataset gives ``lengths()``).
-    """
-
-    def __init__(self, lengths, batch_size: int, seed: int, pool: int = 50):
-        self.lengths = torch.as_tensor(lengths)
-        self.batch_size, self.seed, self.pool, self.epoch = batch_size, seed, pool, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.lengths)
-
-    def __iter__(self):
-        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        order = torch.randperm(len(self.lengths), generator=g)
-        batches = []
-        for chunk in order.split(self.batch_size * self.pool):
-            chunk = chunk[torch.argsort(self.lengths[chunk], stable=True)]
-            batches += list(chunk.split(self.batch_size))
-        return iter(torch.cat([batches[i] for i in torch.randperm(len(batches), generator=g)]).tolist())
-
-
-class EpochShuffle(torch.utils.data.Sampler):
-    """A random order that depends only on (seed, epoch), so a resumed run sees the batches it would have seen."""
-
-    def __init__(self, n: int, seed: int):
-        self.n, self.seed, self.epoch = n, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __iter__(self):
-        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        return iter(torch.randperm(self.n, generator=g).tolist())
-
-
-class RunLock:
-    """``<run>/.lock`` holding the pid and host of the process training the run: a second process on the same run
-    name stops with a message instead of corrupting the folder. A lock whose process is gone (killed run) is stale
-    and taken over; one held by this very process (a run retried in the same Python session) is ours."""
-
-    def __init__(self, run_dir: str):
-        self.path = os.path.join(run_dir, ".lock")
-        self.me = f"{os.getpid()}@{platform.node()}"
-
-    def acquire(self) -> None:
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        if os.path.isfile(self.path):
-            with open(self.path) as f:
-                holder = f.read().strip()
-            pid, _, host = holder.partition("@")
-            if holder != self.me and host == platform.node() and pid.isdigit() and _alive(int(pid)):
-                raise ValueError(f"{os.path.dirname(self.path)} is in use by process {pid} (lock {self.path}); "
-                                 f"wait for it to finish, or give this run another name (name=...)")
-        with open(self.path, "w") as f:
-            f.write(self.me)
-
-    def release(self) -> None:
-        try:
-            with open(self.path) as f:
-                if f.read().strip() == self.me:
-                    os.remove(self.path)
-        except FileNotFoundError:
-            pass
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-class Checkpointer:
-    """``<run>/checkpoint``: accelerate state (model, optimiser, scheduler, RNG) + ``trainer_state.json``.
-
-    Saving writes ``checkpoint.tmp`` (``trainer_state.json`` last: a folder without it is incomplete), moves the
-    current checkpoint to ``checkpoint.old``, renames the new one into place and deletes the old one. A kill at any
-    point leaves a state that ``recover`` turns back into exactly one complete checkpoint, the newest one.
-    """
-
-    def __init__(self, run_dir: str, accelerator: Accelerator):
-        self.path = os.path.join(run_dir, "checkpoint")
-        self.accelerator = accelerator
-
-    @staticmethod
-    def _complete(path: str) -> bool:
-        return os.path.isfile(os.path.join(path, "trainer_state.json"))
-
-    def recover(self) -> None:
-        """Finish or undo an interrupted save (main process; call before ``exists``)."""
-        tmp, old = self.path + ".tmp", self.path + ".old"
-        if self._complete(tmp):  # killed after the new checkpoint was complete: it is the newest, keep its work
-            shutil.rmtree(self.path, ignore_errors=True)
-            os.replace(tmp, self.path)
-        elif not self._complete(self.path) and self._complete(old):  # killed between the renames, new one partial
-            shutil.rmtree(self.path, ignore_errors=True)
-            os.replace(old, self.path)
-        for leftover in (tmp, old):
-            shutil.rmtree(leftover, ignore_errors=True)
-
-    def exists(self) -> bool:
-        return self._complete(self.path)
-
-    def save(self, state: dict) -> None:
-        tmp, old = self.path + ".tmp", self.path + ".old"
-        if self.accelerator.is_main_process:
-            shutil.rmtree(tmp, ignore_errors=True)
-        self.accelerator.wait_for_everyone()
-        # torch.save keeps tied weights (T5's shared embedding / head) as one tensor; safetensors would drop
-        # the copies and warn at every checkpoint
-        self.accelerator.save_state(tmp, safe_serialization=False)
-        if self.accelerator.is_main_process:
-            with open(os.path.join(tmp, "trainer_state.json"), "w") as f:
-                json.dump(state, f, indent=2)
-            shutil.rmtree(old, ignore_errors=True)
-            if os.path.exists(self.path):
-                os.replace(self.path, old)
-            os.replace(tmp, self.path)
-            shutil.rmtree(old, ignore_errors=True)
-        self.accelerator.wait_for_everyone()
-
-    def check_files(self, processes: int) -> None:
-        """Raise ValueError naming a missing file: a checkpoint without its RNG states would resume on other numbers."""
-        for i in range(processes):
-            rng = os.path.join(self.path, f"random_states_{i}.pkl")
-            if not os.path.isfile(rng):
-                raise ValueError(f"{rng} is missing: the checkpoint cannot resume this run exactly; delete "
-                                 f"{self.path} to restart from the beginning, or restore the file")
-
-    def state(self) -> dict:
-        """The saved ``trainer_state.json`` alone (no weights loaded)."""
-        with open(os.path.join(self.path, "trainer_state.json")) as f:
-            return json.load(f)
-
-    def load(self) -> dict:
-        try:
-            self.accelerator.load_state(self.path)
-        except Exception as e:  # noqa: BLE001 - a damaged checkpoint: name it and the fix, not a pickle traceback
-            raise ValueError(f"checkpoint {self.path} cannot be loaded ({type(e).__name__}: "
-                             f"{str(e).splitlines()[0][:120] if str(e) else ''}); delete it to restart the run from "
-                             f"the beginning") from None
-        with open(os.path.join(self.path, "trainer_state.json")) as f:
-            return json.load(f)
 
 
 def train(cfg: ExperimentConfig) -> dict:

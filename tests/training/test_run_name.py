@@ -3,7 +3,8 @@ import dataclasses
 
 from genrec import config as config_mod
 from genrec.config import load_config
-from genrec.training.loop import config_delta, run_name, to_dict
+from genrec.config import to_dict
+from genrec.training.naming import config_delta, run_name
 
 
 def _name(*overrides, files=("configs/sasrec/beauty.yaml",)):
@@ -41,9 +42,9 @@ def test_a_new_schema_field_with_a_default_keeps_existing_names(monkeypatch):
         eval: EvalWithNewField = dataclasses.field(default_factory=EvalWithNewField)
 
     monkeypatch.setattr(config_mod, "ExperimentConfig", ExperimentWithNewField)
-    import genrec.training.loop as loop
+    import genrec.training.naming as naming
 
-    monkeypatch.setattr(loop, "ExperimentConfig", ExperimentWithNewField)
+    monkeypatch.setattr(naming, "ExperimentConfig", ExperimentWithNewField)
     cfg = load_config(["configs/sasrec/beauty.yaml"], ["train.lr=0.002"])
     assert "some_new_option" in to_dict(cfg)["eval"]
     assert run_name(cfg) == before

@@ -1,0 +1,50 @@
+"""Training orders that depend only on (seed, epoch), so a resumed run sees the batches it would have seen."""
+from __future__ import annotations
+
+import torch
+
+class BucketShuffle(torch.utils.data.Sampler):
+    """Length-bucketed random batches that depend only on (seed, epoch): each epoch shuffles the rows, cuts the
+    order into pools of ``pool`` batches, sorts each pool by row length, cuts it into batches and shuffles the
+    batches. Every row is visited exactly once per epoch; a batch holds rows of similar length, so little of it is
+    padding (``train.bucket_by_length``; the dataset gives ``lengths()``).
+    """
+
+    def __init__(self, lengths, batch_size: int, seed: int, pool: int = 50):
+        self.lengths = torch.as_tensor(lengths)
+        self.batch_size, self.seed, self.pool, self.epoch = batch_size, seed, pool, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        order = torch.randperm(len(self.lengths), generator=g)
+        batches = []
+        for chunk in order.split(self.batch_size * self.pool):
+            chunk = chunk[torch.argsort(self.lengths[chunk], stable=True)]
+            batches += list(chunk.split(self.batch_size))
+        return iter(torch.cat([batches[i] for i in torch.randperm(len(batches), generator=g)]).tolist())
+
+
+class EpochShuffle(torch.utils.data.Sampler):
+    """A random order that depends only on (seed, epoch), so a resumed run sees the batches it would have seen."""
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=g).tolist())
+
+
+__all__ = ["BucketShuffle", "EpochShuffle"]
