@@ -1,4 +1,5 @@
-"""One training loop for every model, built on accelerate.
+"""One training loop for every model, built on accelerate: the recipe ``setup`` -> ``fit`` -> ``test`` ->
+``make_record`` (``train(cfg)`` runs the four).
 
 ``train(cfg)`` reads the data, builds the model's inputs (semantic IDs for generative models), trains with
 early stopping on the validation metric, checkpoints (model, optimiser, scheduler, RNG, data position) after each
@@ -13,6 +14,7 @@ import logging
 import math
 import os
 import time
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -26,7 +28,7 @@ from ..console import interactive
 from ..io import torch_load
 from ..data import EvalDataset, Split, collate, load_dataset
 from ..evaluation import evaluate
-from ..models import build_model
+from ..models import ModelContext, build_model
 from ..data.samplers import BucketShuffle, EpochShuffle
 from .checkpoint import Checkpointer, RunLock
 from .inputs import _sids_fields, build_context, check_inputs, input_fingerprints
@@ -112,14 +114,52 @@ def _record_head(cfg: ExperimentConfig, results: dict, commit: str) -> dict:
     }
 
 
+@dataclass
+class Run:
+    """Everything ``setup`` builds and ``fit`` / ``test`` / ``make_record`` use (one run of one config)."""
+
+    cfg: ExperimentConfig
+    name: str
+    run_dir: str
+    accelerator: Accelerator
+    data: object
+    split: Split
+    ctx: ModelContext
+    model: torch.nn.Module
+    precision: str
+    commit: str
+    t0: float
+    lock: RunLock
+    optimizer: object = None
+    scheduler: object = None
+    train_loader: object = None
+    valid_loader: object = None
+    ckpt: Checkpointer | None = None
+    state: dict = field(default_factory=dict)
+    inputs: dict = field(default_factory=dict)
+    steps_per_epoch: int = 0
+
+    @property
+    def best_path(self) -> str:
+        return os.path.join(self.run_dir, "best_model.pt")
+
+
 def train(cfg: ExperimentConfig) -> dict:
     """Train ``cfg.model`` on ``cfg.data``, early-stop on validation, test the best weights, write the record.
+
+    The recipe (torchtune's shape): ``setup`` -> ``fit`` -> ``test`` -> ``make_record``.
 
     Returns:
         The result record (also written to ``<results_dir>/runs/<dataset>/<run name>.json``).
     """
-    t0 = time.time()
-    commit = git_commit()  # the code this run started with (a record is written at the end)
+    run = setup(cfg)
+    fit(run)
+    return make_record(run, test(run))
+
+
+def setup(cfg: ExperimentConfig) -> Run:
+    """Accelerator, run folder (locked), data, semantic IDs, model, optimiser, loaders, and the resumed state."""
+    t0, commit = time.time(), git_commit()  # the code this run started with (a record is written at the end)
     tc = cfg.train
     precision = _precision(tc)
     name = run_name(cfg)
@@ -139,13 +179,10 @@ def train(cfg: ExperimentConfig) -> dict:
     ctx = build_context(cfg, data, accelerator)
     set_seed(cfg.seed)  # the model's init depends on the seed alone, not on whether the ID artifact was cached
     model = build_model(cfg, ctx)
+    run = Run(cfg, name, run_dir, accelerator, data, split, ctx, model, precision, commit, t0, lock)
     train_ds = model.train_dataset(split)
-    collate_fn = model.collate
-    eval_collate = collate
-
-    steps_per_epoch = math.ceil(len(train_ds) / (tc.batch_size * accelerator.num_processes * tc.grad_accum))
-    total_steps = tc.max_steps or steps_per_epoch * tc.epochs
-    optimizer, scheduler = build_optimizer(model, tc, total_steps)
+    run.steps_per_epoch = math.ceil(len(train_ds) / (tc.batch_size * accelerator.num_processes * tc.grad_accum))
+    optimizer, run.scheduler = build_optimizer(model, tc, tc.max_steps or run.steps_per_epoch * tc.epochs)
     if tc.bucket_by_length:
         if not hasattr(train_ds, "lengths"):
             raise ValueError(f"train.bucket_by_length=true: the {type(train_ds).__name__} of model.kind="
@@ -155,53 +192,57 @@ def train(cfg: ExperimentConfig) -> dict:
         sampler = EpochShuffle(len(train_ds), cfg.seed)
     # The loader's own generator: creating an iterator draws a base seed from it, which from the global RNG would
     # shift the dropout masks of a run resumed mid-epoch by one draw (its iterator is created after the restore)
-    train_loader = DataLoader(train_ds, batch_size=tc.batch_size, sampler=sampler, collate_fn=collate_fn,
+    train_loader = DataLoader(train_ds, batch_size=tc.batch_size, sampler=sampler, collate_fn=model.collate,
                               num_workers=cfg.data.num_workers, generator=torch.Generator().manual_seed(cfg.seed))
-    model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
+    run.model, run.optimizer, run.train_loader = accelerator.prepare(model, optimizer, train_loader)
     # The schedule counts optimiser steps; we step it ourselves (accelerate's wrapper would step it once per process).
-    accelerator.register_for_checkpointing(scheduler)
-    valid_loader = _eval_loader(cfg, split, data.num_users, accelerator, eval_collate, "valid",
-                                cfg.eval.valid_max_users or cfg.eval.max_users)
-    n_params = sum(p.numel() for p in accelerator.unwrap_model(model).parameters())
-    n_trainable = sum(p.numel() for p in accelerator.unwrap_model(model).parameters() if p.requires_grad)
+    accelerator.register_for_checkpointing(run.scheduler)
+    run.valid_loader = _eval_loader(cfg, split, data.num_users, accelerator, collate, "valid",
+                                    cfg.eval.valid_max_users or cfg.eval.max_users)
+    n_params = sum(p.numel() for p in accelerator.unwrap_model(run.model).parameters())
     accelerator.print(f"run {name}: {cfg.model.kind} on {cfg.data.name} ({data.num_users} users, {data.num_items} "
                       f"items, {data.source or 'generated'}), {n_params / 1e6:.2f}M parameters, precision "
-                      f"{precision}, {accelerator.num_processes} process(es), {steps_per_epoch} steps/epoch; "
+                      f"{precision}, {accelerator.num_processes} process(es), {run.steps_per_epoch} steps/epoch; "
                       f"folder {run_dir}")
 
-    ckpt = Checkpointer(run_dir, accelerator)
-    inputs = input_fingerprints(data, ctx)
-    state = {"epoch": 0, "batch_in_epoch": 0, "global_step": 0, "best": -1.0, "best_epoch": -1, "bad_evals": 0,
-             "history": [], "done": False, "train_seconds": 0.0, "inputs": inputs}
+    run.ckpt = Checkpointer(run_dir, accelerator)
+    run.inputs = input_fingerprints(data, ctx)
+    run.state = {"epoch": 0, "batch_in_epoch": 0, "global_step": 0, "best": -1.0, "best_epoch": -1, "bad_evals": 0,
+                 "history": [], "done": False, "train_seconds": 0.0, "inputs": run.inputs}
     if accelerator.is_main_process:
-        ckpt.recover()
+        run.ckpt.recover()
     accelerator.wait_for_everyone()
-    if tc.resume and ckpt.exists():
-        check_inputs(run_dir, ckpt.state(), inputs)  # before loading any weights: other data never resumes
-        ckpt.check_files(accelerator.num_processes)
-        state = ckpt.load()
-        accelerator.print(f"resumed {run_dir} at epoch {state['epoch']} batch {state['batch_in_epoch']}")
-        if tc.finish and not state["done"]:
-            state.update(done=True, finished_by_user_at_epoch=state["epoch"])
+    if tc.resume and run.ckpt.exists():
+        check_inputs(run_dir, run.ckpt.state(), run.inputs)  # before loading any weights: other data never resumes
+        run.ckpt.check_files(accelerator.num_processes)
+        run.state = run.ckpt.load()
+        accelerator.print(f"resumed {run_dir} at epoch {run.state['epoch']} batch {run.state['batch_in_epoch']}")
+        if tc.finish and not run.state["done"]:
+            run.state.update(done=True, finished_by_user_at_epoch=run.state["epoch"])
             accelerator.print("train.finish=true: testing the best weights so far")
     # One wandb project for all runs, each named by its config delta and seed; tensorboard writes under run_dir.
     accelerator.init_trackers("genrec", config=_flat(to_dict(cfg)),
                               init_kwargs={"wandb": {"name": name, "dir": run_dir}})
-    best_path = os.path.join(run_dir, "best_model.pt")
-    seg_start = time.time()
+    return run
+
+
+def fit(run: Run) -> None:
+    """Epochs until early stop, ``train.epochs`` or ``train.max_steps``; validation, best weights, checkpoints."""
+    tc, state, accelerator, model = run.cfg.train, run.state, run.accelerator, run.model
+    optimizer, scheduler = run.optimizer, run.scheduler
+    seg = {"t": time.time()}
 
     def save(**changes):
         state.update(changes)
-        state["train_seconds"] += time.time() - save.t
-        save.t = time.time()
-        ckpt.save(state)
-    save.t = seg_start
+        state["train_seconds"] += time.time() - seg["t"]
+        seg["t"] = time.time()
+        run.ckpt.save(state)
 
     model.train()
     while not state["done"] and state["epoch"] < tc.epochs:
         epoch = state["epoch"]
-        train_loader.set_epoch(epoch)  # accelerate's loader passes it on to the EpochShuffle sampler
-        loader = train_loader
+        run.train_loader.set_epoch(epoch)  # accelerate's loader passes it on to the sampler
+        loader = run.train_loader
         skip = state["batch_in_epoch"]
         batches = accelerator.skip_first_batches(loader, skip) if skip else loader
         bar = tqdm(batches, desc=f"epoch {epoch + 1}", initial=skip, total=len(loader),  # epochs count from 1
@@ -233,24 +274,7 @@ def train(cfg: ExperimentConfig) -> dict:
                     break
         state["epoch"], state["batch_in_epoch"] = epoch + 1, 0
         if (epoch + 1) % tc.eval_every == 0 or state["done"] or epoch + 1 == tc.epochs:
-            metrics = evaluate(model, valid_loader, accelerator, cfg.eval.ks, data.num_items,
-                               desc="valid", progress=tc.progress, exclude_history=cfg.eval.exclude_history)
-            value = metrics[tc.monitor]
-            accelerator.log({f"valid/{k}": v for k, v in metrics.items()}, step=state["global_step"])
-            state["history"].append({"epoch": epoch + 1, "step": state["global_step"], **metrics})
-            improved = value > state["best"]
-            if improved:
-                state.update(best=value, best_epoch=epoch + 1, bad_evals=0)
-                weights = accelerator.get_state_dict(model)  # every rank takes part (FSDP gathers shards)
-                if accelerator.is_main_process:
-                    torch.save(weights, best_path)
-            else:
-                state["bad_evals"] += 1
-            accelerator.print(f"epoch {epoch + 1}: valid {tc.monitor}={value:.4f} "
-                              f"(best {state['best']:.4f} @ {state['best_epoch']})")
-            if state["bad_evals"] >= tc.patience:
-                accelerator.print(f"early stop: no improvement in {tc.patience} validations")
-                state["done"] = True
+            _validate(run, epoch + 1)
         if state["epoch"] == tc.epochs:
             state["done"] = True
         if (epoch + 1) % tc.checkpoint_every == 0 or state["done"]:
@@ -258,18 +282,49 @@ def train(cfg: ExperimentConfig) -> dict:
     if not state["done"]:  # ran out of epochs: mark the run finished so a re-run only re-evaluates
         save(done=True)
 
-    # Test the best weights on the full test split (or the configured subset).
+
+def _validate(run: Run, epoch: int) -> None:
+    """One validation: history, best weights (every rank takes part: FSDP gathers shards), early stopping."""
+    cfg, tc, state, accelerator = run.cfg, run.cfg.train, run.state, run.accelerator
+    metrics = evaluate(run.model, run.valid_loader, accelerator, cfg.eval.ks, run.data.num_items,
+                       desc="valid", progress=tc.progress, exclude_history=cfg.eval.exclude_history)
+    value = metrics[tc.monitor]
+    accelerator.log({f"valid/{k}": v for k, v in metrics.items()}, step=state["global_step"])
+    state["history"].append({"epoch": epoch, "step": state["global_step"], **metrics})
+    if value > state["best"]:
+        state.update(best=value, best_epoch=epoch, bad_evals=0)
+        weights = accelerator.get_state_dict(run.model)
+        if accelerator.is_main_process:
+            torch.save(weights, run.best_path)
+    else:
+        state["bad_evals"] += 1
+    accelerator.print(f"epoch {epoch}: valid {tc.monitor}={value:.4f} (best {state['best']:.4f} @ "
+                      f"{state['best_epoch']})")
+    if state["bad_evals"] >= tc.patience:
+        accelerator.print(f"early stop: no improvement in {tc.patience} validations")
+        state["done"] = True
+
+
+def test(run: Run) -> dict:
+    """The best weights on ``eval.splits`` (full splits, or the configured user subset): {split: metrics}."""
+    accelerator = run.accelerator
     accelerator.wait_for_everyone()
-    if os.path.exists(best_path):
-        accelerator.unwrap_model(model).load_state_dict(torch_load(
-            best_path, "best weights", "delete the run folder to train again", map_location="cpu"))
-    results = _evaluate_splits(cfg, model, split, data, accelerator, eval_collate)
+    if os.path.exists(run.best_path):
+        accelerator.unwrap_model(run.model).load_state_dict(torch_load(
+            run.best_path, "best weights", "delete the run folder to train again", map_location="cpu"))
+    results = _evaluate_splits(run.cfg, run.model, run.split, run.data, accelerator, collate)
     accelerator.log({f"final/{s}/{k}": v for s, m in results.items() for k, v in m.items()})
     accelerator.end_training()
+    return results
 
+
+def make_record(run: Run, results: dict) -> dict:
+    """The result record, written by the main process to results/ and the run folder; releases the run lock."""
+    cfg, state, accelerator = run.cfg, run.state, run.accelerator
+    net = accelerator.unwrap_model(run.model)
     record = {
-        **_record_head(cfg, results, commit),
-        "run_name": name,
+        **_record_head(cfg, results, run.commit),
+        "run_name": run.name,
         "best_epoch": state["best_epoch"],
         "epochs_run": state["epoch"],
         "finished_by_user_at_epoch": state.get("finished_by_user_at_epoch"),  # train.finish=true: not converged
@@ -277,27 +332,27 @@ def train(cfg: ExperimentConfig) -> dict:
         "training_finished": state.get("finished_by_user_at_epoch") is None,
         "global_steps": state["global_step"],
         "train_seconds": round(state["train_seconds"], 1),
-        "wall_seconds": round(time.time() - t0, 1),
-        "num_params": n_params,
-        "trainable_params": n_trainable,
+        "wall_seconds": round(time.time() - run.t0, 1),
+        "num_params": sum(p.numel() for p in net.parameters()),
+        "trainable_params": sum(p.numel() for p in net.parameters() if p.requires_grad),
         "processes": accelerator.num_processes,
-        "precision": precision,
+        "precision": run.precision,
         "device": device_description(accelerator.device),
         "validation_history": state["history"],
-        "data_source": data.source,
-        "inputs": inputs,
-        **_sids_fields(ctx),
+        "data_source": run.data.source,
+        "inputs": run.inputs,
+        **_sids_fields(run.ctx),
         "config": {k: v for k, v in to_dict(cfg).items()},
     }
-    record.update(accelerator.unwrap_model(model).record_extras(run_dir))
+    record.update(net.record_extras(run.run_dir))
     if accelerator.is_main_process:
-        path = os.path.join(cfg.results_dir, "runs", cfg.data.name, f"{name}.json")
+        path = os.path.join(cfg.results_dir, "runs", cfg.data.name, f"{run.name}.json")
         write_record(path, record)
-        write_record(os.path.join(run_dir, "result.json"), record)
+        write_record(os.path.join(run.run_dir, "result.json"), record)
         accelerator.print(format_metrics(results))
-        accelerator.print(f"record: {path}\nrun folder: {run_dir}")
+        accelerator.print(f"record: {path}\nrun folder: {run.run_dir}")
         record["path"] = path
-        lock.release()
+        run.lock.release()
     return record
 
 
