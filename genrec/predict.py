@@ -32,6 +32,7 @@ class TrainedRun:
     data: object
     model: torch.nn.Module
     run_dir: str
+    finished: bool = False  # the run trained to its end (not killed, not stopped by train.finish)
 
     @torch.no_grad()
     def recommend(self, histories: list[list[int]] | torch.Tensor, k: int = 10,
@@ -82,24 +83,39 @@ class TrainedRun:
 def load_run(run_dir: str, overrides: list[str] | tuple[str, ...] = ()) -> TrainedRun:
     """Rebuild a trained run's model from ``<run_dir>/config.yaml`` and ``best_model.pt`` (CPU, eval mode).
 
+    The data and semantic IDs must be the ones the run trained on (their fingerprints are checked).
+
     Raises:
         FileNotFoundError: the folder lacks the config or the best weights (naming the path).
+        ValueError: the inputs changed since training, or a file is damaged.
     """
+    import json
+
     from .config import load_config
-    from .io import torch_load
     from .data import load_dataset
+    from .io import torch_load
     from .models import build_model
-    from .training.loop import build_context
+    from .training.inputs import build_context, check_inputs, input_fingerprints
 
     cfg_path, best_path = os.path.join(run_dir, "config.yaml"), os.path.join(run_dir, "best_model.pt")
     for path in (cfg_path, best_path):
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{path} not found; pass the folder of a trained run (runs/<name>)")
     cfg = load_config([cfg_path], list(overrides))
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
     data = load_dataset(cfg.data)
-    model = build_model(cfg, build_context(cfg, data, None))
+    ctx = build_context(cfg, data, None)
+    state_path = os.path.join(run_dir, "checkpoint", "trainer_state.json")
+    finished = False
+    if os.path.isfile(state_path):
+        with open(state_path) as f:
+            state = json.load(f)
+        check_inputs(run_dir, state, input_fingerprints(data, ctx))
+        finished = bool(state.get("done")) and state.get("finished_by_user_at_epoch") is None
+    model = build_model(cfg, ctx)
     model.load_state_dict(torch_load(best_path, "best weights", "re-train the run", map_location="cpu"))
-    return TrainedRun(cfg, data, model.eval(), run_dir)
+    return TrainedRun(cfg, data, model.eval(), run_dir, finished)
 
 
 def predict(run: TrainedRun, k: int = 10, split: str = "test", users: list[str] | None = None,

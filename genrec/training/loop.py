@@ -363,40 +363,21 @@ def evaluate_run(run_dir: str, overrides: list[str]) -> dict:
     ``eval.splits``, ``eval.ks``) on weights already trained. The record goes to
     ``<results_dir>/runs/<dataset>/<run name>__eval-<hash of the overrides>.json`` and names the trained run.
     """
-    from omegaconf import OmegaConf
-
-    from ..config import ConfigError, load_config
+    from ..config import ConfigError
 
     bad = [o for o in overrides if not o.startswith(("eval.", "train.threads=", "train.progress=", "results_dir="))]
     if bad:
         raise ConfigError(f"genrec eval: only eval.* (and train.threads, train.progress, results_dir) can change "
                           f"after training; got {bad}")
-    cfg_path, best_path = os.path.join(run_dir, "config.yaml"), os.path.join(run_dir, "best_model.pt")
-    for path in (cfg_path, best_path):
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"genrec eval: {path} not found; pass the folder of a trained run (runs/<name>)")
-    trained = OmegaConf.load(cfg_path)
-    state_path = os.path.join(run_dir, "checkpoint", "trainer_state.json")
-    finished = False
-    if os.path.isfile(state_path):
-        with open(state_path) as f:
-            st = json.load(f)
-        finished = bool(st.get("done")) and st.get("finished_by_user_at_epoch") is None
-    name = trained.get("name") or os.path.basename(os.path.normpath(run_dir))
-    cfg = load_config([cfg_path], overrides)
+    from ..predict import load_run
+
     t0, commit = time.time(), git_commit()
+    trained = load_run(run_dir, overrides)  # config + overrides, data, IDs, best weights; inputs checked
+    cfg, data, finished = trained.cfg, trained.data, trained.finished
+    name = cfg.name or os.path.basename(os.path.normpath(run_dir))
     accelerator = Accelerator(mixed_precision=_precision(cfg.train))
-    if cfg.train.threads and accelerator.device.type == "cpu":
-        torch.set_num_threads(cfg.train.threads)
-    data = load_dataset(cfg.data)
     split = Split(data, cfg.data.max_history)
-    ctx = build_context(cfg, data, accelerator)
-    if os.path.isfile(state_path):
-        with open(state_path) as f:
-            check_inputs(run_dir, json.load(f), input_fingerprints(data, ctx))
-    model = build_model(cfg, ctx)
-    model.load_state_dict(torch_load(best_path, "best weights", "re-train the run", map_location="cpu"))
-    model = accelerator.prepare(model)
+    model = accelerator.prepare(trained.model)
     results = _evaluate_splits(cfg, model, split, data, accelerator, collate)
     tag = hashlib.sha1(json.dumps(sorted(overrides)).encode()).hexdigest()[:6]
     record = {
