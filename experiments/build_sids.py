@@ -31,12 +31,12 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError) as e:
         print(f"build_sids.py: {e}", file=sys.stderr)
         return 2
-    from genrec.tokenizers import build_sids
+    from genrec.sids import build_sids
 
     start = time.time()
     sids = build_sids(cfg, force=args.force)
     if args.record:
-        from genrec.tokenizers.build import record_build
+        from genrec.sids import record_build
 
         command = " ".join(["python", "experiments/build_sids.py", *(argv if argv is not None else sys.argv[1:])])
         record_build(sids, args.record, command, time.time() - start, threads=cfg.train.threads)

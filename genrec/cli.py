@@ -58,6 +58,7 @@ USER_ERRORS = (ValueError, FileNotFoundError, ImportError, UnicodeDecodeError)
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the encoders and LLMs are local packages: never reach a hub
     args = _parser().parse_args(argv)
     try:
         return _run(args)
@@ -101,8 +102,12 @@ def _run(args) -> int:
         if os.environ.get("GENREC_JSON"):
             print(json.dumps(stats))
     elif args.command == "sids":
-        from .tokenizers import build_sids
+        from .sids import build_sids
 
+        if cfg.train.threads:
+            import torch
+
+            torch.set_num_threads(cfg.train.threads)
         build_sids(cfg)
     return 0
 

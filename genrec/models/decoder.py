@@ -267,6 +267,7 @@ class DecoderRecommender(SidModel):
         code it predicts (the next token), or -1 where nothing is scored.
         """
         from ..data import collate
+        from ..data.packing import first_fit_decreasing
 
         batch = collate(examples)
         if not self.dcfg.pack:
@@ -279,17 +280,7 @@ class DecoderRecommender(SidModel):
         scored = seq >= self.offsets_list[0]
         if self.loss_on == "target":
             scored = scored & (col >= s - L)
-        order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-        rows: list[list[int]] = []
-        free: list[int] = []
-        for i in order:  # first-fit decreasing
-            j = next((j for j, f in enumerate(free) if f >= lengths[i]), None)
-            if j is None:
-                rows.append([])
-                free.append(r)
-                j = len(rows) - 1
-            rows[j].append(i)
-            free[j] -= lengths[i]
+        rows = first_fit_decreasing(lengths, r)
         n = len(rows)
         tokens = torch.zeros(n, r, dtype=torch.long)
         positions = torch.zeros(n, r, dtype=torch.long)

@@ -33,19 +33,11 @@ def build_tokenizer(cfg) -> Tokenizer:
     return lookup(TOKENIZERS, cfg.kind, field="tokenizer.kind").from_config(cfg)
 
 
-def build_sids(cfg, force: bool = False) -> SemanticIds:
-    """See ``genrec.tokenizers.build.build_sids``."""
-    from .build import build_sids as _build
-
-    return _build(cfg, force=force)
-
-
 __all__ = [
     "TOKENIZERS",
     "Tokenizer",
     "SemanticIds",
     "build_tokenizer",
-    "build_sids",
     "load_tokenizer",
     "add_collision_digit",
     "collision_digits",

@@ -19,7 +19,7 @@ def build_context(cfg: ExperimentConfig, data, accelerator: Accelerator | None =
     """
     ctx = ModelContext(num_items=data.num_items, num_users=data.num_users, item_texts=data.items)
     if cfg.model.kind in GENERATIVE:
-        from ..tokenizers import build_sids
+        from ..sids import build_sids
 
         with accelerator.main_process_first() if accelerator is not None else contextlib.nullcontext():  # rank 0 builds (or loads) the artifact, the others load it
             sids = build_sids(cfg)

@@ -161,3 +161,17 @@ def test_tiny_dataset_is_deterministic():
     loaded = load_dataset(DataConfig())
     assert all(np.array_equal(x, y) for x, y in zip(a.sequences, loaded.sequences))
     Split(loaded, max_history=20)
+
+
+def test_first_fit_decreasing_packs_every_sequence_once_within_capacity():
+    from genrec.data.packing import first_fit_decreasing
+
+    lengths = [5, 3, 8, 2, 7, 1, 4]
+    rows = first_fit_decreasing(lengths, capacity=10)
+    assert sorted(i for row in rows for i in row) == list(range(7))
+    assert all(sum(lengths[i] for i in row) <= 10 for row in rows)
+    assert rows[0][0] == 2 and len(rows) == 3  # longest first; 30 tokens need 3 rows of 10
+    import pytest
+
+    with pytest.raises(ValueError, match="more than the row capacity"):
+        first_fit_decreasing([11], capacity=10)

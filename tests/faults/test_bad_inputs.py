@@ -71,7 +71,7 @@ def test_corrupt_checkpoint_and_best_weights_name_the_file(tmp_path, monkeypatch
 
 
 def test_a_replaced_semantic_id_artifact_is_refused(tmp_path):
-    from genrec.tokenizers import build_sids
+    from genrec.sids import build_sids
 
     cfg = load_config(["configs/tiny.yaml", "configs/tiny/decoder.yaml"],
                       [f"tokenizer.out_dir={tmp_path}", "tokenizer.rqvae.epochs=2"])

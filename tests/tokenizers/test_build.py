@@ -7,8 +7,9 @@ import torch
 
 from genrec.config import load_config
 from genrec.embeddings import text_encoder
-from genrec.tokenizers import SemanticIds, build_sids, load_tokenizer
-from genrec.tokenizers import build as build_mod
+from genrec.sids import build_sids
+from genrec.tokenizers import SemanticIds, load_tokenizer
+from genrec import sids as build_mod
 
 
 def _fake_encode(texts, *args, **kwargs):

@@ -1,5 +1,8 @@
 """The semantic-ID stage: dataset -> item embeddings (cached) -> tokenizer fit -> collision digit -> artifact.
 
+It orchestrates the data, embedding and tokenizer packages (``genrec.tokenizers`` itself reads no data); it changes
+no process state: threads are the caller's, and the fit draws from ``tokenizer.seed`` inside its own RNG scope.
+
     sids = build_sids(cfg)      # a second call with the same inputs just loads the artifact
 
 Files under ``cfg.tokenizer.out_dir`` are keyed by dataset, tokenizer kind and a hash of (embedding sha256,
@@ -18,12 +21,12 @@ import time
 
 import torch
 
-from ..embeddings import embedding_sha256, item_embeddings
-from ..embeddings.text_encoder import cache_meta
-from . import build_tokenizer
-from .artifact import SemanticIds
-from .dedup import add_collision_digit
-from .report import plot_usage, sid_report
+from .embeddings import embedding_sha256, item_embeddings
+from .embeddings.text_encoder import cache_meta
+from .tokenizers import build_tokenizer
+from .tokenizers.artifact import SemanticIds
+from .tokenizers.dedup import add_collision_digit
+from .tokenizers.report import plot_usage, sid_report
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +45,7 @@ def sids_path(cfg, dataset: str, emb_sha: str) -> str:
 
 def load_items(cfg):
     """The dataset (``InteractionData``: item table, row i = item i+1, and sequences) through ``load_dataset``."""
-    from ..data import load_dataset
+    from .data import load_dataset
 
     return load_dataset(cfg.data)
 
@@ -64,15 +67,12 @@ def fit_sids(tokenizer, emb: torch.Tensor, dedup: bool = True) -> tuple[torch.Te
 def build_sids(cfg, force: bool = False) -> SemanticIds:
     """Run the semantic-ID stage for an ``ExperimentConfig``.
 
-    Uses ``cfg.data`` (items), ``cfg.embedding`` (content vectors, cached), ``cfg.tokenizer`` (kind, L, K, seed,
-    kind sub-config) and ``cfg.train.threads`` (CPU threads, 0 = torch default).
+    Uses ``cfg.data`` (items), ``cfg.embedding`` (content vectors, cached) and ``cfg.tokenizer`` (kind, L, K, seed,
+    kind sub-config).
 
     Returns:
         The ``SemanticIds`` artifact, with ``extra`` holding timings and the build report.
     """
-    if getattr(cfg.train, "threads", 0):
-        torch.set_num_threads(cfg.train.threads)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     t0, c0 = time.time(), time.process_time()
     data = load_items(cfg)
     items, dataset = data.items, data.name
