@@ -15,3 +15,26 @@ def data_root() -> str:
     if not os.path.isdir(root):
         pytest.skip(f"benchmark data not found at {root!r}: set GENREC_DATA_ROOT")
     return root
+
+
+@pytest.fixture
+def kill_at_validation(monkeypatch):
+    """``kill_at_validation(n)`` makes the training loop's n-th validation raise KeyboardInterrupt (a kill in the
+    middle of a run); ``kill_at_validation.disarm()`` restores it for the resumed run."""
+    from genrec.training import loop
+
+    real = loop.evaluate
+
+    def arm(n: int = 2) -> None:
+        calls = {"n": 0}
+
+        def killed(*args, **kwargs):
+            calls["n"] += 1
+            if calls["n"] == n:
+                raise KeyboardInterrupt(f"simulated kill at validation {n}")
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(loop, "evaluate", killed)
+
+    arm.disarm = lambda: monkeypatch.setattr(loop, "evaluate", real)
+    return arm

@@ -42,23 +42,15 @@ def test_long_numeric_ids_stay_distinct(tmp_path):
 
 
 @pytest.mark.slow
-def test_corrupt_checkpoint_and_best_weights_name_the_file(tmp_path, monkeypatch, capsys):
+def test_corrupt_checkpoint_and_best_weights_name_the_file(tmp_path, kill_at_validation, capsys):
     def cfg():
         return load_config(["configs/tiny.yaml"], [f"output_dir={tmp_path}/runs", f"results_dir={tmp_path}/results",
                                                    "train.progress=false", "train.epochs=2", "name=r"])
 
-    real, calls = loop.evaluate, {"n": 0}
-
-    def killed(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real(*a, **k)
-
-    monkeypatch.setattr(loop, "evaluate", killed)
+    kill_at_validation(2)
     with pytest.raises(KeyboardInterrupt):
         loop.train(cfg())
-    monkeypatch.setattr(loop, "evaluate", real)
+    kill_at_validation.disarm()
     ckpt = tmp_path / "runs" / "r" / "checkpoint"
     model_file = next(p for p in ckpt.iterdir() if p.name.startswith("pytorch_model") or p.name.startswith("model"))
     model_file.write_bytes(b"garbage")

@@ -60,19 +60,11 @@ def _cfg(tmp_path, *o):
 
 
 @pytest.mark.slow
-def test_a_checkpoint_without_its_rng_state_does_not_resume_silently(tmp_path, monkeypatch):
-    real, calls = loop.evaluate, {"n": 0}
-
-    def killed(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real(*a, **k)
-
-    monkeypatch.setattr(loop, "evaluate", killed)
+def test_a_checkpoint_without_its_rng_state_does_not_resume_silently(tmp_path, kill_at_validation):
+    kill_at_validation(2)
     with pytest.raises(KeyboardInterrupt):
         loop.train(_cfg(tmp_path))
-    monkeypatch.setattr(loop, "evaluate", real)
+    kill_at_validation.disarm()
     os.remove(tmp_path / "runs" / "r" / "checkpoint" / "random_states_0.pkl")
     with pytest.raises(ValueError, match="random_states_0.pkl is missing"):
         loop.train(_cfg(tmp_path))

@@ -199,7 +199,7 @@ def test_item_loss_is_the_full_catalog_softmax_of_summed_code_logits():
 
 
 @pytest.mark.slow
-def test_parallel_run_killed_mid_training_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch):
+def test_parallel_run_killed_mid_training_resumes_to_the_uninterrupted_result(tmp_path, kill_at_validation):
     from genrec.training import loop
 
     def cfg(root):
@@ -208,18 +208,10 @@ def test_parallel_run_killed_mid_training_resumes_to_the_uninterrupted_result(tm
             "train.eval_every=1", "name=p", f"tokenizer.out_dir={tmp_path}/sids"])
 
     reference = loop.train(cfg(tmp_path / "a"))
-    real, calls = loop.evaluate, {"n": 0}
-
-    def killed_at_the_second_validation(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real(*a, **k)
-
-    monkeypatch.setattr(loop, "evaluate", killed_at_the_second_validation)
+    kill_at_validation(2)
     with pytest.raises(KeyboardInterrupt):
         loop.train(cfg(tmp_path / "b"))
-    monkeypatch.setattr(loop, "evaluate", real)
+    kill_at_validation.disarm()
     resumed = loop.train(cfg(tmp_path / "b"))
     assert resumed["metrics"] == pytest.approx(reference["metrics"])
     assert resumed["validation_history"] == pytest.approx(reference["validation_history"])

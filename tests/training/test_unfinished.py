@@ -8,24 +8,15 @@ from genrec.training import loop
 
 
 @pytest.mark.slow
-def test_eval_of_a_killed_run_is_flagged_and_a_finished_run_is_not(tmp_path, monkeypatch):
+def test_eval_of_a_killed_run_is_flagged_and_a_finished_run_is_not(tmp_path, kill_at_validation):
     def cfg(*o):
         return load_config(["configs/tiny.yaml"], [f"output_dir={tmp_path}/runs", f"results_dir={tmp_path}/results",
                                                    "train.progress=false", "train.epochs=3", "name=r", *o])
 
-    real = loop.evaluate
-    calls = {"n": 0}
-
-    def killed_at_second_validation(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real(*a, **k)
-
-    monkeypatch.setattr(loop, "evaluate", killed_at_second_validation)
+    kill_at_validation(2)
     with pytest.raises(KeyboardInterrupt):
         loop.train(cfg())
-    monkeypatch.setattr(loop, "evaluate", real)
+    kill_at_validation.disarm()
     record = loop.evaluate_run(f"{tmp_path}/runs/r", [])
     assert record["training_finished"] is False
     with open(record["path"]) as f:
