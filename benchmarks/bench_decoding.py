@@ -5,7 +5,9 @@ T5ForConditionalGeneration (d_model 128, 4 + 4 layers, 6 heads, d_kv 64, d_ff 10
 semantic IDs (3 x 256 codes + a collision digit, seeded); the encoder reads 20 history items x 4 tokens.
 
 Variants (each timed in its own subprocess, so peak memory is per variant and config):
-  ours        constrained_beam_search + encoder_decoder_step_fn (encoder once, KV cache reordered by parent)
+  ours        constrained_beam_search + encoder_decoder_step_fn (encoder once, KV cache reordered by parent): the
+              decoding path TigerModel.recommend runs (its make_step_fn returns this step function; the LLM
+              recommender's is hf_steps.causal_lm_step_fn), so the benchmark times the model's own decoding
   prefix_fn   model.generate(num_beams=W, num_return_sequences=W, do_sample=False, max_new_tokens=L,
               prefix_allowed_tokens_fn=f), f a Python dict lookup prefix -> allowed tokens, as users write it
   processor   model.generate with the same settings and genrec's SidLogitsProcessor (the tensor trie)
