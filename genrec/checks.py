@@ -79,7 +79,7 @@ CHOICES: dict[str, Callable[[], list[str]]] = {
     "model.parallel.mlp": lambda: ["gelu", "swiglu"], "model.parallel.positions": lambda: ["learned", "rope"],
     "model.parallel.pooling": lambda: ["attention", "mean", "sum"], "model.parallel.head": lambda: ["cosine", "dot"],
     "model.parallel.topk": lambda: ["beam", "exact"], "model.parallel.loss": lambda: ["item", "level"],
-    "model.llm.loss_on": lambda: ["all", "target"],
+    "model.llm.loss_on": lambda: ["all", "target"], "model.llm.head": lambda: ["full", "sid"],
 }
 
 

@@ -218,6 +218,10 @@ class LLMConfig:
     max_title_words: int = 20  # titles in prompts and responses are cut to this many words
     token_init: str = "mean"  # new token rows: mean (of all rows) | titles (of the title tokens of the code's items)
     token_init_noise: float = 0.01  # new token rows = init + noise * std * N(0, 1)
+    # full: cross-entropy over the whole vocabulary (and recommend's log-softmax over it, sliced to a level's codes);
+    # sid: each labelled position scored only against its level's code rows (no EOS, no text tokens) in training
+    # and in recommend (log-softmax over the level's codes)
+    head: str = "full"
 
 
 @dataclass

@@ -182,6 +182,7 @@ class LLMRecommender(SidModel):
             raise ValueError(f"model.llm.tasks={dict(llm.tasks)} has no sequential-recommendation task; add "
                              f"{self.eval_task}: 1.0 (the prompt recommend() uses)")
         lookup(LOSS_ON, llm.loss_on, field="model.llm.loss_on")
+        lookup({"full": 1, "sid": 1}, llm.head, field="model.llm.head")
         self.packed = llm.loss_on == "all"
         if self.packed:
             other = [t for t, w in llm.tasks.items() if TASK_POOLS.get(t) == "sequences" and t != "seqrec" and w > 0]
@@ -325,12 +326,45 @@ class LLMRecommender(SidModel):
         keep = ids.shape[1] - int(has_label[0]) + 1 if len(has_label) else 2
         keep = min(keep, ids.shape[1])
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        target = labels[:, -keep + 1:] if keep > 1 else labels[:, :0]
+        if self.llm.head == "sid":
+            return Output(loss=self.sid_loss(self.hidden_states(ids, mask, pos)[:, -keep:-1], target))
         logits = self.lm(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False,
                          logits_to_keep=keep).logits  # (B, keep, V)
-        target = labels[:, -keep + 1:] if keep > 1 else labels[:, :0]
         loss = nn.functional.cross_entropy(logits[:, :-1].float().reshape(-1, logits.shape[-1]), target.reshape(-1),
                                            ignore_index=IGNORE_INDEX)
         return Output(loss=loss)
+
+    # ------------------------------------------------------------------ the SID-only head
+    def hidden_states(self, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """(B, T, D) final (normed) hidden states of the LM body, with its LoRA and trainable token rows."""
+        base = self.lm.get_base_model() if hasattr(self.lm, "get_base_model") else self.lm
+        return base.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False).last_hidden_state
+
+    def level_logits(self, h: torch.Tensor, level: int) -> torch.Tensor:
+        """(P, D) hidden states -> (P, K_level) logits of that level's code tokens only."""
+        ids = self.tokens.level_ids[level].to(h.device)
+        if has_tied_head(self.lm.get_base_model() if hasattr(self.lm, "get_base_model") else self.lm):
+            rows = self.lm.get_input_embeddings()(ids)  # the adapted rows (peft's trainable tokens included)
+            return h @ rows.to(h.dtype).T
+        return self.lm.get_output_embeddings()(h)[..., ids]  # an untied head: its full output, sliced
+
+    def sid_loss(self, h: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Mean over labelled code positions of the cross-entropy over the position's level codes.
+
+        Args:
+            h: (B, R, D) states that predict ``target`` (B, R); labels that are not code tokens (EOS, text,
+                ignored) are left out.
+        """
+        total, count = h.new_zeros((), dtype=torch.float), 0
+        for level, ids in enumerate(self.tokens.level_ids):
+            lo = int(ids[0])
+            sel = (target >= lo) & (target < lo + len(ids))
+            if bool(sel.any()):
+                logits = self.level_logits(h[sel], level).float()
+                total = total + nn.functional.cross_entropy(logits, target[sel] - lo, reduction="sum")
+                count += int(sel.sum())
+        return total / max(count, 1)
 
     # ------------------------------------------------------------------ retrieval
     def prompts(self, history: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -370,7 +404,9 @@ class LLMRecommender(SidModel):
         enc = {key: v.to(device) for key, v in self.prompts(batch["history"]).items()}
         B = enc["input_ids"].shape[0]
         level_ids = [ids.to(device) for ids in self.tokens.level_ids]
-        step_fn = causal_lm_step_fn(self.lm, enc["input_ids"], enc["attention_mask"], level_ids)
+        # head=sid: the level's codes are normalised among themselves, as in training
+        step_fn = causal_lm_step_fn(self.lm, enc["input_ids"], enc["attention_mask"], level_ids,
+                                    renormalize=self.llm.head == "sid")
         res = constrained_beam_search(step_fn, self.vocab.trie(), batch_size=B, beam_size=W, device=device,
                                       num_return=k)
         return res.items, res.scores

@@ -337,3 +337,50 @@ def test_smollm2_finetune_loss_falls():
     items, _ = model.recommend({"history": batch["history"][:2]}, k=5, beam_size=5)
     assert ((items >= 1) & (items <= 40)).all()
     assert time.time() - t0 < 120 or os.environ.get("CI")
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2"])
+def test_sid_head_loss_is_the_full_vocab_loss_renormalised_over_each_levels_codes(tmp_path, family):
+    base = tiny_base(tmp_path, family)
+    model = LLMRecommender.build(llm_cfg(base, head="sid"), tiny_codes(), SIZES, TITLES)
+    train_steps(model, batch_of(), steps=1)  # move the LoRA and token rows away from their init
+    batch = model.collate([{"history": h, "target": t}
+                           for h, t in zip(batch_of()["history"], batch_of()["target"].tolist())])
+    loss = model(batch).loss
+    # reference: full-vocabulary logits, restricted to the level's codes and renormalised, at each code label
+    ids, mask, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    logits = model.lm(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False).logits[:, :-1]
+    target = labels[:, 1:]
+    nll, n = 0.0, 0
+    for level_ids in model.tokens.level_ids:
+        sel = torch.isin(target, level_ids)
+        lp = torch.log_softmax(logits[sel][:, level_ids].float(), -1)
+        nll += -lp.gather(1, (target[sel] - int(level_ids[0]))[:, None]).sum()
+        n += int(sel.sum())
+    assert n == 3 * len(SIZES)  # every code of every target, and no EOS
+    assert torch.allclose(loss, nll / n, atol=1e-5)
+    loss.backward()
+
+
+def test_sid_head_recommend_equals_brute_force_per_level_softmax(tmp_path):
+    model = LLMRecommender.build(llm_cfg(tiny_base(tmp_path, "llama"), head="sid"), tiny_codes(), SIZES, TITLES)
+    train_steps(model, batch_of(), steps=2)
+    batch = batch_of(B=2)
+    items, scores = model.recommend(batch, k=8, beam_size=32)  # W >= N: exact
+    enc = model.prompts(batch["history"])
+    ids, mask = enc["input_ids"], enc["attention_mask"]
+    codes = model.sid_codes[1:]
+    ref = torch.zeros(2, N)
+    with torch.no_grad():
+        for i in range(N):  # teacher-force every item's codes after the prompt: sum of per-level log-softmaxes
+            toks = model.tokens.encode(codes[i])[None].expand(2, -1)
+            full = torch.cat([ids, toks], 1)
+            m = torch.cat([mask, torch.ones_like(toks)], 1)
+            pos = (m.cumsum(-1) - 1).clamp(min=0)
+            h = model.hidden_states(full, m, pos)[:, ids.shape[1] - 1:-1]  # states that predict each code
+            for lvl in range(len(SIZES)):
+                ref[:, i] += torch.log_softmax(model.level_logits(h[:, lvl], lvl).float(), -1)[:, codes[i, lvl]]
+    top = ref.topk(8, dim=1)
+    assert torch.allclose(scores, top.values, atol=1e-4)
+    assert torch.allclose(ref.gather(1, items - 1), scores, atol=1e-4)
