@@ -79,11 +79,14 @@ def write(table: dict, rows: list[dict], out_dir: str, command: str, t0: float) 
                   "|---|" + "---|" * (len(metrics) + 3)]
         for r in (r for r in rows if r["protocol"] == protocol):
             params = f"{r['params'] / 1e6:.2f}M" if r.get("params") else "—"
-            src = "ours" if r["source"] == "ours" else r["source"]
+            secs = f"{r['train_seconds']:.0f}" if r.get("train_seconds") is not None else "—"
+            src = "ours" if r["source"] == "ours" else "published"
             lines.append(f"| {r['row']} | " + " | ".join(fmt(r.get(m)) for m in metrics) +
-                         f" | {params} | {fmt(r.get('train_seconds'))} | {src} |")
+                         f" | {params} | {secs} | {src} |")
         lines.append("")
     devices = sorted({r["device"] for r in rows if r.get("device")})
+    if table.get("published"):
+        lines += [f"Published rows: {table['published'].get('source', '')}.", ""]
     lines += ["Devices: " + "; ".join(devices), "", f"Command: `{command}`. Records: the `record` column of "
               f"`{name}.csv`."]
     with open(os.path.join(out_dir, f"{name}.md"), "w") as f:
