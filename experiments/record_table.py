@@ -110,8 +110,10 @@ def _plot(table: dict, rows: list[dict], path: str) -> None:
 
     metric = "ndcg@10"
     protocols = list(table["protocols"])
-    fig, axes = plt.subplots(1, len(protocols), figsize=(6 * len(protocols), 4), squeeze=False)
-    for ax, protocol in zip(axes[0], protocols):
+    counts = [max(1, sum(r["protocol"] == p for r in rows)) for p in protocols]
+    fig, axes = plt.subplots(len(protocols), 1, figsize=(10, 1.2 + 0.45 * sum(counts)), squeeze=False,
+                             gridspec_kw={"height_ratios": counts})
+    for ax, protocol in zip(axes[:, 0], protocols):
         sel = [r for r in rows if r["protocol"] == protocol and r.get(metric) is not None]
         ax.barh([r["row"] + ("" if r["source"] == "ours" else " (published)") for r in sel],
                 [r[metric] for r in sel], color=["tab:blue" if r["source"] == "ours" else "tab:gray" for r in sel])
