@@ -151,8 +151,8 @@ def _opq_data(n=600, e=48, seed=0):
     return torch.randn(n, 8, generator=g) @ torch.randn(8, e, generator=g) + 0.05 * torch.randn(n, e, generator=g)
 
 
-@pytest.mark.parametrize("bits", [4, 8])
-def test_opq_long_ids_roundtrip_and_beat_plain_pq_on_correlated_dimensions(bits):
+def test_opq_long_ids_roundtrip_and_beat_plain_pq_on_correlated_dimensions():
+    bits = 4  # 16 codes per level: fast; 8-bit codes (one byte per level) are checked below without the rotation
     x = _opq_data()
     opq = TOKENIZERS["opq"](num_levels=8, codebook_size=1 << bits, seed=0).fit(x)
     pq = TOKENIZERS["opq"](num_levels=8, codebook_size=1 << bits, seed=0, rotation=False).fit(x)
@@ -178,3 +178,11 @@ def test_opq_whitened_pca_and_bad_settings():
         TOKENIZERS["opq"](num_levels=5, codebook_size=16).fit(x)
     with pytest.raises(ValueError, match="too few"):
         TOKENIZERS["opq"](num_levels=4, codebook_size=16).fit(x[:100])
+
+
+def test_pq_by_faiss_with_byte_codes_roundtrips():
+    x = _opq_data(n=300)
+    t = TOKENIZERS["opq"](num_levels=4, codebook_size=256, rotation=False).fit(x)
+    codes = t.encode(x)
+    assert codes.shape == (300, 4) and int(codes.max()) < 256
+    assert torch.allclose(t.decode(codes), torch.from_numpy(t.index.sa_decode(t.index.sa_encode(x.numpy()))))
