@@ -41,3 +41,12 @@ def test_the_table_covers_real_keys_and_defaults_pass():
             node = getattr(node, part)  # a misspelled key in the table fails here
     load_config([], [])  # the schema defaults satisfy every rule
     assert load_config([], ["train.batch_size=0"], validate=False).train.batch_size == 0
+
+
+def test_cutoffs_at_or_above_the_catalog_are_refused_when_the_data_is_known(tmp_path):
+    from genrec.training import loop
+
+    cfg = load_config(["configs/tiny.yaml"], ["eval.ks=[10,500]", f"output_dir={tmp_path}/runs",
+                                              f"results_dir={tmp_path}/results", "train.progress=false"])
+    with pytest.raises(ValueError, match=r"K=500 is not below the 240 items of tiny"):
+        loop.train(cfg)

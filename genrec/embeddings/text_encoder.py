@@ -161,6 +161,25 @@ def encode_texts(
     return out
 
 
+def encoder_fingerprint(name: str) -> str:
+    """Hash of a local encoder's weight files (names, sizes and bytes), so replacing the weights under the same name
+    re-embeds; a hub name hashes as itself (its revision is the hub's business)."""
+    try:
+        path = resolve_encoder(name)
+    except ImportError:
+        return name
+    if not os.path.isdir(path):
+        return name
+    h = hashlib.sha256()
+    for fname in sorted(os.listdir(path)):
+        if fname.endswith((".safetensors", ".bin", ".pt", ".gguf")):
+            h.update(fname.encode())
+            with open(os.path.join(path, fname), "rb") as f:
+                for block in iter(lambda: f.read(1 << 22), b""):
+                    h.update(block)
+    return h.hexdigest()[:16]
+
+
 def _sha(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
 
@@ -177,6 +196,7 @@ def cache_path(cfg, items: list[dict], dataset: str) -> tuple[str, list[str]]:
             "dataset": dataset,
             "template": cfg.template,
             "encoder": cfg.encoder,
+            "weights": encoder_fingerprint(cfg.encoder),
             "pooling": cfg.pooling,
             "normalize": cfg.normalize,
             "max_length": cfg.max_length,

@@ -63,6 +63,14 @@ def _trackers(cfg: ExperimentConfig) -> list[str]:
     return out
 
 
+def check_cutoffs(cfg: ExperimentConfig, num_items: int) -> None:
+    """``eval.ks`` must leave items out of the list: Recall@K with K >= N is 1.0 whatever the model does."""
+    big = [k for k in cfg.eval.ks if k >= num_items]
+    if big:
+        raise ValueError(f"eval.ks={list(cfg.eval.ks)}: K={big[0]} is not below the {num_items} items of "
+                         f"{cfg.data.name} (Recall@K would be 1.0 for any model); use smaller cut-offs")
+
+
 def _flat(d: dict) -> dict:
     """Nested config -> {"train.lr": 0.001, ...} with lists as strings (what tensorboard's hparams accept)."""
     return {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in _flatten(d).items()}
@@ -175,6 +183,7 @@ def setup(cfg: ExperimentConfig) -> Run:
         save_config(cfg, os.path.join(run_dir, "config.yaml"))
 
     data = load_dataset(cfg.data)
+    check_cutoffs(cfg, data.num_items)
     split = Split(data, cfg.data.max_history)
     ctx = build_context(cfg, data, accelerator)
     set_seed(cfg.seed)  # the model's init depends on the seed alone, not on whether the ID artifact was cached

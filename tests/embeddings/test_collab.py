@@ -48,3 +48,17 @@ def test_collab_errors_name_the_field():
         ppmi_svd_embeddings([np.array([1, 2])], num_items=3, dim=1, window=0)
     with pytest.raises(ValueError, match="interactions"):
         item_embeddings(EmbeddingConfig(source="collab"), [{}] * 3, "toy")
+
+
+def test_embedding_cache_key_follows_the_encoder_weights(tmp_path):
+    from genrec.embeddings.text_encoder import cache_path
+
+    enc = tmp_path / "enc"
+    enc.mkdir()
+    (enc / "model.safetensors").write_bytes(b"weights v1")
+    cfg = EmbeddingConfig(encoder=str(enc), cache_dir=str(tmp_path / "cache"))
+    items = [{"title": "a"}, {"title": "b"}]
+    before, _ = cache_path(cfg, items, "toy")
+    (enc / "model.safetensors").write_bytes(b"weights v2")  # same name, other weights
+    after, _ = cache_path(cfg, items, "toy")
+    assert before != after
