@@ -229,10 +229,20 @@ def setup(cfg: ExperimentConfig) -> Run:
         if tc.finish and not run.state["done"]:
             run.state.update(done=True, finished_by_user_at_epoch=run.state["epoch"])
             accelerator.print("train.finish=true: testing the best weights so far")
+        elif _extendable(run.state, tc):
+            run.state["done"] = False  # it stopped at its epoch budget only; a larger train.epochs continues it
+            accelerator.print(f"continuing {run_dir} from epoch {run.state['epoch']} to train.epochs={tc.epochs}")
     # One wandb project for all runs, each named by its config delta and seed; tensorboard writes under run_dir.
     accelerator.init_trackers("genrec", config=_flat(to_dict(cfg)),
                               init_kwargs={"wandb": {"name": name, "dir": run_dir}})
     return run
+
+
+def _extendable(state: dict, tc) -> bool:
+    """A finished run that ran out of epochs (no early stop, no max_steps, no train.finish) and now has more."""
+    return (state["done"] and state["epoch"] < tc.epochs and state["bad_evals"] < tc.patience
+            and state.get("finished_by_user_at_epoch") is None
+            and not (tc.max_steps and state["global_step"] >= tc.max_steps))
 
 
 def fit(run: Run) -> None:

@@ -71,3 +71,13 @@ def test_eval_reproduces_the_record_and_changes_only_the_protocol(tmp_path):
     assert seen["metrics"]["users"] == record["metrics"]["users"]
     with pytest.raises(ConfigError, match="train.lr"):
         loop.evaluate_run(run_dir, ["train.lr=0.1"])
+
+
+@pytest.mark.slow
+def test_a_run_that_ran_out_of_epochs_continues_when_given_more(tmp_path):
+    short = loop.train(_cfg(tmp_path / "a", "name=r", "train.epochs=2", "train.patience=100"))
+    longer = loop.train(_cfg(tmp_path / "a", "name=r", "train.epochs=4", "train.patience=100"))
+    straight = loop.train(_cfg(tmp_path / "b", "name=r", "train.epochs=4", "train.patience=100"))
+    assert short["epochs_run"] == 2 and longer["epochs_run"] == 4
+    assert [h["epoch"] for h in longer["validation_history"]] == [1, 2, 3, 4]
+    assert longer["validation_history"] == pytest.approx(straight["validation_history"])
