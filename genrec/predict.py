@@ -63,7 +63,7 @@ class TrainedRun:
         batch = {"user": users, "history": histories, "target": torch.zeros(b, dtype=torch.long)}
         exclude = self.cfg.eval.exclude_history
         if ranks_by(self.model) == "score":
-            scores = self.model.score(batch).float()
+            scores = self.model.score(batch).float().clone()  # a model may return an expanded view (pop)
             scores[:, 0] = float("-inf")
             if exclude:
                 scores = mask_seen_scores(scores, seen)

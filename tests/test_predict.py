@@ -10,6 +10,8 @@ MODELS = {  # tiny runs of a score model, the exact-scoring generative model and
     "sasrec": ["configs/tiny.yaml"],
     "parallel": ["configs/tiny.yaml", "configs/tiny/parallel.yaml"],
     "decoder": ["configs/tiny.yaml", "configs/tiny/decoder.yaml"],
+    "tiger": ["configs/tiny.yaml", "configs/tiny/tiger.yaml"],
+    "pop": ["configs/tiny.yaml", "configs/pop/beauty.yaml"],
 }
 
 
@@ -21,7 +23,8 @@ def _train(tmp_path, kind, *extra):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind,extra", [("sasrec", ()), ("parallel", ()), ("decoder", ()),
+@pytest.mark.parametrize("kind,extra", [("sasrec", ()), ("parallel", ()), ("decoder", ()), ("tiger", ()),
+                                        ("pop", ("data.name=tiny", "eval.ks=[5,10,20]")),
                                         ("sasrec", ("eval.exclude_history=true",))])
 def test_predicted_lists_rescore_to_the_recorded_metrics(tmp_path, kind, extra):
     record = _train(tmp_path, kind, *extra)
