@@ -101,6 +101,9 @@ class ParallelSidModel(SidModel):
         self.register_buffer("level_rows", rows, persistent=False)
         self.register_buffer("level_pad", torch.arange(kmax)[None] >= torch.tensor(self.codebook_sizes)[:, None],
                              persistent=False)  # (L, max K) True on padding columns
+        # (N, L) rows of the flattened (L * max K) level logits that hold each item's codes (the item loss)
+        self.register_buffer("item_rows", self.vocab.cpu_codes[1:] + torch.arange(self.num_levels) * kmax,
+                             persistent=False)
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -224,8 +227,7 @@ class ParallelSidModel(SidModel):
         """
         L, P, kmax = level_logits.shape
         table = level_logits.permute(0, 2, 1).reshape(L * kmax, P)  # row l * max K + c
-        idx = self.vocab.codes[1:] + torch.arange(L, device=table.device) * kmax  # (N, L)
-        return F.embedding_bag(idx, table, mode="sum").t()
+        return F.embedding_bag(self.item_rows, table, mode="sum").t()
 
     # ------------------------------------------------------------------------------------------ ranking
     @torch.no_grad()

@@ -59,7 +59,7 @@ def check_inputs(run_dir: str, saved_state: dict, inputs: dict) -> None:
                              f"output_dir) or restore the inputs; the old run and its record are left as they are.")
 
 
-def _sids_fields(ctx: ModelContext) -> dict:
+def sids_fields(ctx: ModelContext) -> dict:
     """The semantic-ID artifact a generative run used: file, build report, build seconds, levels ({} otherwise)."""
     sids = ctx.extra.get("sids")
     if sids is None:
@@ -69,4 +69,4 @@ def _sids_fields(ctx: ModelContext) -> dict:
                              "build_seconds": sids.extra.get("seconds")}}
 
 
-__all__ = ["build_context", "check_inputs", "input_fingerprints"]
+__all__ = ["build_context", "check_inputs", "input_fingerprints", "sids_fields"]

@@ -31,7 +31,7 @@ from ..evaluation import evaluate
 from ..models import ModelContext, build_model
 from ..data.samplers import BucketShuffle, EpochShuffle
 from .checkpoint import Checkpointer, RunLock
-from .inputs import _sids_fields, build_context, check_inputs, input_fingerprints
+from .inputs import build_context, check_inputs, input_fingerprints, sids_fields
 from .naming import _flatten, run_name
 from .optim import build_optimizer
 from .records import device_description, git_commit, write_record
@@ -360,7 +360,7 @@ def make_record(run: Run, results: dict) -> dict:
         "validation_history": state["history"],
         "data_source": run.data.source,
         "inputs": run.inputs,
-        **_sids_fields(run.ctx),
+        **sids_fields(run.ctx),
         "config": {k: v for k, v in to_dict(cfg).items()},
     }
     record.update(net.record_extras(run.run_dir))

@@ -69,23 +69,29 @@ def test_chunked_scoring_equals_one_chunk():
     assert torch.equal(m.score(batch), full)
 
 
+INPUT = torch.tensor([[0, 0, 3, 7], [1, 2, 3, 4]])
+LABELS = torch.tensor([[0, 0, 7, 9], [2, 3, 4, 5]])
+
+
+def labelled_positions(m):
+    """(code logits (L, max K) computed from the unpadded prefix alone, next item) for every labelled position."""
+    for row_in, row_lab in zip(INPUT, LABELS):
+        for t in range(INPUT.shape[1]):
+            if row_lab[t] > 0:
+                prefix = row_in[: t + 1]
+                h, _ = m.hidden(prefix[prefix > 0][None])
+                yield m.level_logits(h[:, -1])[:, 0].detach(), int(row_lab[t])
+
+
 def test_per_level_loss_equals_hand_computation():
     m = make_model()
-    inp = torch.tensor([[0, 0, 3, 7], [1, 2, 3, 4]])
-    labels = torch.tensor([[0, 0, 7, 9], [2, 3, 4, 5]])
-    loss = m({"user": torch.tensor([1, 2]), "input": inp, "labels": labels}).loss
+    loss = m({"user": torch.tensor([1, 2]), "input": INPUT, "labels": LABELS}).loss
     total, count = [0.0] * len(K), 0
-    for row_in, row_lab in zip(inp, labels):
-        for t in range(4):
-            if row_lab[t] == 0:
-                continue
-            prefix = row_in[: t + 1]
-            h, _ = m.hidden(prefix[prefix > 0][None])
-            logits = m.level_logits(h[:, -1])
-            codes = m.vocab.codes[row_lab[t]]
-            for l, k in enumerate(K):
-                total[l] += -F.log_softmax(logits[l, 0, :k], -1)[codes[l]].item()
-            count += 1
+    for logits, item in labelled_positions(m):
+        codes = m.vocab.codes[item]
+        for l, k in enumerate(K):
+            total[l] += -F.log_softmax(logits[l, :k], -1)[codes[l]].item()
+        count += 1
     want = sum(t / count for t in total) / len(K)
     assert loss.item() == pytest.approx(want, abs=1e-5)
     loss.backward()
@@ -175,20 +181,12 @@ def test_from_config_builds_through_the_registry():
 
 def test_item_loss_is_the_full_catalog_softmax_of_summed_code_logits():
     m = make_model(loss="item", head="dot")
-    inp = torch.tensor([[0, 0, 3, 7], [1, 2, 3, 4]])
-    labels = torch.tensor([[0, 0, 7, 9], [2, 3, 4, 5]])
-    loss = m({"user": torch.tensor([1, 2]), "input": inp, "labels": labels}).loss
+    loss = m({"user": torch.tensor([1, 2]), "input": INPUT, "labels": LABELS}).loss
     total, count = 0.0, 0
-    for row_in, row_lab in zip(inp, labels):
-        for t in range(4):
-            if row_lab[t] == 0:
-                continue
-            prefix = row_in[: t + 1]
-            h, _ = m.hidden(prefix[prefix > 0][None])
-            z = m.level_logits(h[:, -1]).detach()  # (L, 1, max K)
-            items = torch.tensor([sum(z[l, 0, m.vocab.codes[i, l]] for l in range(len(K))) for i in range(1, 21)])
-            total += -F.log_softmax(items, -1)[row_lab[t] - 1].item()
-            count += 1
+    for z, item in labelled_positions(m):
+        items = torch.tensor([sum(z[l, m.vocab.codes[i, l]] for l in range(len(K))) for i in range(1, 21)])
+        total += -F.log_softmax(items, -1)[item - 1].item()
+        count += 1
     assert loss.item() == pytest.approx(total / count, abs=1e-5)
     loss.backward()
     # ranking by the summed per-level log-probs (score) orders items as the summed logits do
