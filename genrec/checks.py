@@ -59,7 +59,7 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "train.epochs": POSITIVE, "train.max_steps": NON_NEGATIVE, "train.batch_size": POSITIVE,
     "train.grad_accum": POSITIVE, "train.lr": POSITIVE, "train.weight_decay": NON_NEGATIVE,
     "train.warmup_steps": NON_NEGATIVE, "train.grad_clip": NON_NEGATIVE, "train.eval_every": POSITIVE,
-    "train.patience": POSITIVE, "train.checkpoint_every": POSITIVE, "train.log_every": POSITIVE,
+    "train.patience": POSITIVE, "train.checkpoint_every": POSITIVE, "train.log_every": NON_NEGATIVE,
     "train.threads": NON_NEGATIVE, "train.checkpoint_steps": NON_NEGATIVE,
     "eval.batch_size": POSITIVE, "eval.beam_size": POSITIVE, "eval.max_users": NON_NEGATIVE,
     "eval.valid_max_users": NON_NEGATIVE,
@@ -72,6 +72,7 @@ CHOICES: dict[str, Callable[[], list[str]]] = {
     "train.optimizer": _registry("genrec.training.optim", "OPTIMIZERS"),
     "train.scheduler": _registry("genrec.training.optim", "SCHEDULERS"),
     "train.precision": lambda: ["auto", "bf16", "fp16", "no"],
+    "train.compile_mode": lambda: ["default", "max-autotune", "reduce-overhead"],
     "model.sasrec.loss": lambda: ["bce", "ce", "sampled"], "model.hstu.loss": lambda: ["ce", "sampled"],
     "model.decoder.mlp": lambda: ["gelu", "swiglu"], "model.decoder.positions": lambda: ["learned", "rope"],
     "model.decoder.loss_on": lambda: ["all", "target"],
@@ -99,6 +100,9 @@ def _cross_field(cfg) -> list[str]:
         sub = getattr(cfg.model, model)
         if cfg.model.kind == model and sub.dim % sub.heads:
             errors.append(f"model.{model}.dim={sub.dim} must be divisible by model.{model}.heads={sub.heads}")
+    if cfg.train.compile and cfg.model.kind == "decoder" and cfg.model.decoder.pack:
+        errors.append("train.compile=true needs model.decoder.pack=false: packing builds rows of data-dependent "
+                      "shape on the host every step")
     return errors
 
 

@@ -254,7 +254,7 @@ class TrainConfig:
     patience: int = 10  # validations without improvement of the monitored metric before stopping
     monitor: str = "ndcg@10"
     checkpoint_every: int = 1  # epochs between checkpoints
-    log_every: int = 50  # optimiser steps between loss logs
+    log_every: int = 50  # optimiser steps between loss logs; 0 = no loss logs (and no host sync in any step)
     trackers: list[str] = field(default_factory=lambda: ["tensorboard", "wandb"])  # wandb: when installed; offline unless logged in
     progress: bool = True
     threads: int = 0  # torch.set_num_threads on CPU; 0 leaves torch's default
@@ -262,6 +262,10 @@ class TrainConfig:
     checkpoint_steps: int = 0  # > 0 also checkpoints every N optimiser steps inside an epoch
     finish: bool = False  # stop a resumed run here: test its best weights and write the record (noted in it)
     bucket_by_length: bool = False  # batches of rows of similar length (less padding; datasets with lengths())
+    # torch.compile the model (accelerate's dynamo plugin, inductor); batches keep their padded width
+    # (``Recommender.static_shapes``) so one graph serves every step; "reduce-overhead" adds CUDA graphs on GPU
+    compile: bool = False
+    compile_mode: str = "default"  # default | reduce-overhead | max-autotune (torch.compile's mode)
 
 
 @dataclass

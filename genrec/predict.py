@@ -95,6 +95,7 @@ def load_run(run_dir: str, overrides: list[str] | tuple[str, ...] = ()) -> Train
     from .data import load_dataset
     from .io import torch_load
     from .models import build_model
+    from .training.distributed import load_full_state_dict
     from .training.inputs import build_context, check_inputs, input_fingerprints
 
     cfg_path, best_path = os.path.join(run_dir, "config.yaml"), os.path.join(run_dir, "best_model.pt")
@@ -114,7 +115,7 @@ def load_run(run_dir: str, overrides: list[str] | tuple[str, ...] = ()) -> Train
         check_inputs(run_dir, state, input_fingerprints(data, ctx))
         finished = bool(state.get("done")) and state.get("finished_by_user_at_epoch") is None
     model = build_model(cfg, ctx)
-    model.load_state_dict(torch_load(best_path, "best weights", "re-train the run", map_location="cpu"))
+    load_full_state_dict(model, model, torch_load(best_path, "best weights", "re-train the run", map_location="cpu"))
     return TrainedRun(cfg, data, model.eval(), run_dir, finished)
 
 

@@ -39,10 +39,13 @@ def evaluate(model, loader, accelerator, ks: list[int], num_items: int, desc: st
         (sqrt(p (1 - p) / n)), ..., "invalid_ids": n, "duplicate_ids": n}; with
         ``exclude_history`` also "seen_targets": targets that were in their user's history (ranked as misses).
     """
+    from ..training.distributed import gathered
+
     net = accelerator.unwrap_model(model)
     was_training = net.training
     net.eval()
-    with accelerator.autocast():  # the training precision (accelerate autocasts only the prepared forward)
+    # the training precision (accelerate autocasts only the prepared forward); FSDP: whole weights on every rank
+    with gathered(model), accelerator.autocast():
         out = _evaluate(net, loader, accelerator, ks, num_items, desc, progress, exclude_history)
     net.train(was_training)
     return out

@@ -52,6 +52,9 @@ class Recommender(nn.Module):
 
     example_mode: str = "sequence"  # "next_item" | "sequence": the training examples of the default train_dataset
     ranking: str = "score"  # "score": rank by score(batch) | "list": rank by recommend(batch, k)
+    # True (set by ``train.compile``): batches keep their padded width, so no step reads lengths back to the host
+    # to trim them; one compiled graph serves every batch and the step can be captured as a CUDA graph.
+    static_shapes: bool = False
 
     def forward(self, batch: dict[str, torch.Tensor]) -> Output:
         raise NotImplementedError
@@ -79,8 +82,9 @@ class Recommender(nn.Module):
         """
         raise NotImplementedError(f"{type(self).__name__} ranks by score(), not recommend()")
 
-    def record_extras(self, run_dir: str) -> dict:
-        """Extra fields for the result record, called once after testing (e.g. a saved adapter's size)."""
+    def record_extras(self, run_dir: str, write: bool = True) -> dict:
+        """Extra fields for the result record, called after testing on every process with whole weights (under
+        FSDP too); files (e.g. a saved adapter) are written only where ``write`` (the main process)."""
         return {}
 
 

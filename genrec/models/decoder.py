@@ -198,6 +198,8 @@ class DecoderRecommender(SidModel):
         seq = torch.cat(head + [seq], dim=1)
         order = torch.argsort((seq != PAD).to(torch.int8), dim=1, stable=True)  # pads first, order kept
         seq = seq.gather(1, order)
+        if self.static_shapes:
+            return seq
         n = int((seq != PAD).sum(1).max())
         return seq[:, -n:]
 
@@ -215,7 +217,8 @@ class DecoderRecommender(SidModel):
         """Final hidden states (B, S, D) of right-aligned tokens (B, S)."""
         pad = seq == PAD
         positions = ((~pad).long().cumsum(1) - 1).clamp(min=0)
-        return self._run(seq, positions, pad if pad.any() else None, caches)
+        keep = self.static_shapes or bool(pad.any())  # (an unmasked batch takes sdpa's is_causal fast path)
+        return self._run(seq, positions, pad if keep else None, caches)
 
     def level_log_probs(self, h: torch.Tensor, level: int) -> torch.Tensor:
         """(..., D) hidden states -> (..., K_level) log-probs over that level's codes (tied output embedding)."""
@@ -242,7 +245,7 @@ class DecoderRecommender(SidModel):
         h = self.hidden(seq)  # (B, S, D)
         s, L = seq.shape[1], self.num_levels
         items = s if self.loss_on == "all" else 1  # item slots scored, counted from the end
-        total, count = 0.0, 0
+        total, count = 0.0, 0  # count stays a tensor: no host sync in the step
         logits = h.new_full((seq.shape[0], L, max(self.codebook_sizes)), -math.inf, dtype=torch.float)
         for l in range(L):
             cols = torch.arange(s - L + l, -1, -L, device=seq.device)[:items]  # columns of level-l codes
@@ -252,9 +255,9 @@ class DecoderRecommender(SidModel):
             valid = (seq[:, cols] >= self.offsets_list[0]) & (tgt >= 0) & (tgt < self.codebook_sizes[l])
             nll = -logp.gather(-1, tgt.clamp(min=0)[..., None]).squeeze(-1)
             total = total + (nll * valid).sum()
-            count += int(valid.sum())
+            count = count + valid.sum()
             logits[:, l, : self.codebook_sizes[l]] = logp[:, 0]
-        return Output(loss=total / max(count, 1), logits=logits)
+        return Output(loss=total / count.clamp(min=1), logits=logits)
 
     # ------------------------------------------------------------------------------------------ packing
     def collate(self, examples: list[dict]) -> dict[str, torch.Tensor]:

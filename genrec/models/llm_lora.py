@@ -265,9 +265,11 @@ class LLMRecommender(SidModel):
             return self.lm
         return self.lm.merge_and_unload()
 
-    def record_extras(self, run_dir: str) -> dict:
-        """Called by the training loop after testing: saves the adapter and reports its size."""
+    def record_extras(self, run_dir: str, write: bool = True) -> dict:
+        """Called by the training loop after testing: saves the adapter (main process) and reports its size."""
         path = os.path.join(run_dir, "adapter")
+        if not write:
+            return {}
         size = self.save_adapter(path)
         return {"adapter_dir": path, "adapter_bytes": size, "adapter_mb": round(size / 2**20, 2),
                 "base_model": self.llm.base}

@@ -149,7 +149,7 @@ class ParallelSidModel(SidModel):
             and lengths (B,) of real items per row. T' = the longest row (+1).
         """
         lengths = (items > 0).sum(1)
-        n = max(int(lengths.max()), 1)
+        n = items.shape[1] if self.static_shapes else max(int(lengths.max()), 1)
         # start-align: shift each row left by its padding, then keep the n used columns
         shift = items.shape[1] - lengths
         cols = (torch.arange(n, device=items.device)[None] + shift[:, None]).clamp(max=items.shape[1] - 1)

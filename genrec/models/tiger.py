@@ -143,6 +143,8 @@ class TigerModel(SidModel):
             seq = torch.cat([seq, torch.full_like(seq[:, :1], EOS)], dim=1)
             rec = torch.cat([rec, torch.zeros_like(rec[:, :1])], dim=1)
         mask = seq != PAD
+        if self.static_shapes:
+            return seq, mask.long(), rec
         n = int(mask.sum(1).max().item()) if B else 0
         n = max(n, 1)
         return seq[:, -n:], mask[:, -n:].long(), rec[:, -n:]
@@ -163,7 +165,7 @@ class TigerModel(SidModel):
         """
         chunk = self.encoder_chunk
         B, S = enc_ids.shape
-        if chunk <= 0 or B <= chunk:
+        if chunk <= 0 or B <= chunk or self.static_shapes:
             return self._encoder(enc_ids, enc_mask, recency)
         lengths = enc_mask.sum(1)
         order = torch.argsort(lengths)

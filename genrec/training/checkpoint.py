@@ -39,13 +39,18 @@ class RunLock:
 
 
 def _alive(pid: int) -> bool:
+    """A process with this pid runs here (a killed one that its parent has not reaped yet, a zombie, does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):  # no /proc (macOS): trust kill(0)
+        return True
 
 
 class Checkpointer:
@@ -87,6 +92,8 @@ class Checkpointer:
         # torch.save keeps tied weights (T5's shared embedding / head) as one tensor; safetensors would drop
         # the copies and warn at every checkpoint
         self.accelerator.save_state(tmp, safe_serialization=False)
+        # every process writes its own RNG state file into tmp: all must be done before tmp is renamed
+        self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
             with open(os.path.join(tmp, "trainer_state.json"), "w") as f:
                 json.dump(state, f, indent=2)

@@ -28,6 +28,7 @@ from ..console import interactive
 from ..io import torch_load
 from ..data import EvalDataset, Split, collate, load_dataset
 from ..evaluation import evaluate
+from .distributed import gathered, load_full_state_dict, trainable_state
 from ..models import ModelContext, build_model
 from ..data.samplers import BucketShuffle, EpochShuffle
 from .checkpoint import Checkpointer, RunLock
@@ -173,7 +174,7 @@ def setup(cfg: ExperimentConfig) -> Run:
     name = run_name(cfg)
     run_dir = os.path.join(cfg.output_dir, name)
     accelerator = Accelerator(mixed_precision=precision, gradient_accumulation_steps=tc.grad_accum,
-                              log_with=_trackers(cfg) or None, project_dir=run_dir)
+                              log_with=_trackers(cfg) or None, project_dir=run_dir, dynamo_plugin=_dynamo(tc))
     if tc.threads and accelerator.device.type == "cpu":
         torch.set_num_threads(tc.threads)
     set_seed(cfg.seed)
@@ -188,6 +189,7 @@ def setup(cfg: ExperimentConfig) -> Run:
     ctx = build_context(cfg, data, accelerator)
     set_seed(cfg.seed)  # the model's init depends on the seed alone, not on whether the ID artifact was cached
     model = build_model(cfg, ctx)
+    model.static_shapes = tc.compile
     run = Run(cfg, name, run_dir, accelerator, data, split, ctx, model, precision, commit, t0, lock)
     train_ds = model.train_dataset(split)
     run.steps_per_epoch = math.ceil(len(train_ds) / (tc.batch_size * accelerator.num_processes * tc.grad_accum))
@@ -238,6 +240,17 @@ def setup(cfg: ExperimentConfig) -> Run:
     return run
 
 
+def _dynamo(tc):
+    """accelerate's dynamo plugin for ``train.compile`` (inductor, static shapes), else None (accelerate's default:
+    the environment's ``ACCELERATE_DYNAMO_*`` settings). ``prepare`` compiles the model's forward; evaluation calls
+    the unwrapped module's ``score`` / ``recommend`` eagerly (their shapes change with every beam step)."""
+    if not tc.compile:
+        return None
+    from accelerate.utils import TorchDynamoPlugin
+
+    return TorchDynamoPlugin(backend="inductor", mode=tc.compile_mode, dynamic=False)
+
+
 def _extendable(state: dict, tc) -> bool:
     """A finished run that ran out of epochs (no early stop, no max_steps, no train.finish) and now has more."""
     return (state["done"] and state["epoch"] < tc.epochs and state["bad_evals"] < tc.patience
@@ -266,7 +279,7 @@ def fit(run: Run) -> None:
         batches = accelerator.skip_first_batches(loader, skip) if skip else loader
         bar = tqdm(batches, desc=f"epoch {epoch + 1}", initial=skip, total=len(loader),  # epochs count from 1
                    disable=not (tc.progress and accelerator.is_local_main_process and interactive()), leave=False)
-        running = []
+        running, n_running = 0.0, 0  # a device tensor between logs: reading it back is the step's only host sync
         for i, batch in enumerate(bar, start=skip):
             with accelerator.accumulate(model):
                 out = model(batch)
@@ -277,12 +290,12 @@ def fit(run: Run) -> None:
                 if accelerator.sync_gradients:
                     scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
-            running.append(out.loss.detach())
+            running, n_running = running + out.loss.detach(), n_running + 1
             if accelerator.sync_gradients:
                 state["global_step"] += 1
-                if state["global_step"] % tc.log_every == 0:
-                    loss = torch.stack(running).mean().item()
-                    running = []
+                if tc.log_every and state["global_step"] % tc.log_every == 0:
+                    loss = float(running) / n_running
+                    running, n_running = 0.0, 0
                     bar.set_postfix(loss=f"{loss:.4f}")
                     accelerator.log({"train/loss": loss, "train/lr": scheduler.get_last_lr()[0]},
                                     step=state["global_step"])
@@ -312,9 +325,9 @@ def _validate(run: Run, epoch: int) -> None:
     state["history"].append({"epoch": epoch, "step": state["global_step"], **metrics})
     if value > state["best"]:
         state.update(best=value, best_epoch=epoch, bad_evals=0)
-        weights = accelerator.get_state_dict(run.model)
+        weights = accelerator.get_state_dict(run.model)  # gathered on the main process under FSDP
         if accelerator.is_main_process:
-            torch.save(weights, run.best_path)
+            torch.save(trainable_state(accelerator.unwrap_model(run.model), weights), run.best_path)
     else:
         state["bad_evals"] += 1
     accelerator.print(f"epoch {epoch}: valid {tc.monitor}={value:.4f} (best {state['best']:.4f} @ "
@@ -329,7 +342,7 @@ def test(run: Run) -> dict:
     accelerator = run.accelerator
     accelerator.wait_for_everyone()
     if os.path.exists(run.best_path):
-        accelerator.unwrap_model(run.model).load_state_dict(torch_load(
+        load_full_state_dict(run.model, accelerator.unwrap_model(run.model), torch_load(
             run.best_path, "best weights", "delete the run folder to train again", map_location="cpu"))
     results = _evaluate_splits(run.cfg, run.model, run.split, run.data, accelerator, collate)
     accelerator.log({f"final/{s}/{k}": v for s, m in results.items() for k, v in m.items()})
@@ -363,7 +376,8 @@ def make_record(run: Run, results: dict) -> dict:
         **sids_fields(run.ctx),
         "config": {k: v for k, v in to_dict(cfg).items()},
     }
-    record.update(net.record_extras(run.run_dir))
+    with gathered(run.model):  # every rank takes part; only the main process writes files
+        record.update(net.record_extras(run.run_dir, write=accelerator.is_main_process))
     if accelerator.is_main_process:
         path = os.path.join(cfg.results_dir, "runs", cfg.data.name, f"{run.name}.json")
         write_record(path, record)
