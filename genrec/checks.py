@@ -74,6 +74,7 @@ CHOICES: dict[str, Callable[[], list[str]]] = {
     "train.precision": lambda: ["auto", "bf16", "fp16", "no"],
     "train.compile_mode": lambda: ["default", "max-autotune", "reduce-overhead"],
     "model.sasrec.loss": lambda: ["bce", "ce", "sampled"], "model.hstu.loss": lambda: ["ce", "sampled"],
+    "model.sasrec.negatives": lambda: ["position", "sequence"], "model.hstu.negatives": lambda: ["position", "sequence"],
     "model.decoder.mlp": lambda: ["gelu", "swiglu"], "model.decoder.positions": lambda: ["learned", "rope"],
     "model.decoder.loss_on": lambda: ["all", "target"],
     "model.tiger.softmax": lambda: ["full", "level"],

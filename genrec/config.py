@@ -111,6 +111,7 @@ class SASRecConfig:
     loss: str = "ce"  # key of genrec.models.sasrec.LOSSES: ce | bce | sampled
     num_negatives: int = 1  # loss=bce (per position) and loss=sampled (per position, uniform)
     temperature: float = 1.0  # loss=sampled: logits / temperature
+    negatives: str = "position"  # loss=sampled: position (own draw each) | sequence (one draw per row, shared)
 
 
 @dataclass
@@ -162,6 +163,7 @@ class HSTUConfig:
     loss: str = "sampled"  # sampled | ce (genrec.models.losses)
     num_negatives: int = 128
     temperature: float = 0.05
+    negatives: str = "position"  # loss=sampled: position (HSTU's) | sequence (one draw per row: a CPU-cheap matmul)
 
 
 @dataclass

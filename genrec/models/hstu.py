@@ -73,10 +73,11 @@ class HSTU(Recommender):
 
     def __init__(self, num_items: int, max_len: int, dim: int = 50, layers: int = 2, heads: int = 1,
                  dqk: int = 25, dv: int = 25, dropout: float = 0.2, loss: str = "sampled", num_negatives: int = 128,
-                 temperature: float = 0.05):
+                 temperature: float = 0.05, negatives: str = "position"):
         super().__init__()
         self.num_items, self.dim = num_items, dim
         self.loss, self.num_negatives, self.temperature = loss, num_negatives, temperature
+        self.negatives = negatives
         self.item_emb = nn.Embedding(num_items + 1, dim, padding_idx=0)
         self.pos_emb = nn.Embedding(max_len, dim)
         self.drop = nn.Dropout(dropout)
@@ -88,7 +89,7 @@ class HSTU(Recommender):
     def from_config(cls, cfg, ctx: ModelContext) -> "HSTU":
         c = cfg.model.hstu
         return cls(ctx.num_items, cfg.data.max_history, c.dim, c.layers, c.heads, c.dqk, c.dv, c.dropout, c.loss,
-                   c.num_negatives, c.temperature)
+                   c.num_negatives, c.temperature, c.negatives)
 
     def encode(self, seq: torch.Tensor) -> torch.Tensor:
         """(B, T) left-padded item ids -> (B, T, D) L2-normalised states (position t sees items <= t)."""
@@ -106,7 +107,7 @@ class HSTU(Recommender):
     def forward(self, batch: dict[str, torch.Tensor]) -> Output:
         h = self.encode(batch["input"])
         return Output(loss=item_loss(self.loss, h, batch["labels"], self.item_table(), self.temperature,
-                                     self.num_negatives))
+                                     self.num_negatives, self.negatives))
 
     def score(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         h = self.encode(batch["history"])[:, -1]

@@ -54,7 +54,8 @@ def sampled_loss(model: "SASRec", h: torch.Tensor, labels: torch.Tensor) -> torc
     """Sampled softmax: the positive against ``num_negatives`` uniform negatives per position (HSTU's recipe)."""
     from .losses import item_loss
 
-    return item_loss("sampled", h, labels, model.item_emb.weight, model.temperature, model.num_negatives)
+    return item_loss("sampled", h, labels, model.item_emb.weight, model.temperature, model.num_negatives,
+                     model.negatives)
 
 
 LOSSES = {"ce": ce_loss, "bce": bce_loss, "sampled": sampled_loss}
@@ -64,9 +65,11 @@ class SASRec(Recommender):
     example_mode = "sequence"
 
     def __init__(self, num_items: int, max_len: int, hidden: int = 64, layers: int = 2, heads: int = 1,
-                 dropout: float = 0.5, loss: str = "ce", num_negatives: int = 1, temperature: float = 1.0):
+                 dropout: float = 0.5, loss: str = "ce", num_negatives: int = 1, temperature: float = 1.0,
+                 negatives: str = "position"):
         super().__init__()
         self.num_items, self.num_negatives, self.temperature = num_items, num_negatives, temperature
+        self.negatives = negatives
         self.loss_fn = lookup(LOSSES, loss, field="model.sasrec.loss")
         self.item_emb = nn.Embedding(num_items + 1, hidden, padding_idx=0)
         self.pos_emb = nn.Embedding(max_len, hidden)
@@ -87,7 +90,7 @@ class SASRec(Recommender):
     def from_config(cfg_cls, cfg, ctx: ModelContext) -> "SASRec":
         c = cfg.model.sasrec
         return cfg_cls(ctx.num_items, cfg.data.max_history, c.hidden, c.layers, c.heads, c.dropout, c.loss,
-                       c.num_negatives, c.temperature)
+                       c.num_negatives, c.temperature, c.negatives)
 
     def encode(self, seq: torch.Tensor) -> torch.Tensor:
         """(B, T) left-padded item ids -> (B, T, D) hidden states (position t sees items <= t)."""

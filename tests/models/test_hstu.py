@@ -62,6 +62,30 @@ def test_sampled_softmax_with_every_item_as_negative_is_full_cross_entropy(tempe
     assert torch.isfinite(few) and few < full + 1e-6 + math.log(11)  # fewer competitors: a smaller loss
 
 
+@pytest.mark.parametrize("negatives", ["position", "sequence"])
+def test_sampled_softmax_equals_a_hand_computation_on_its_draw(negatives):
+    """Each labelled position: -log softmax over [positive, its row's (or its own) negatives minus the positive]."""
+    torch.manual_seed(0)
+    h, table = torch.randn(2, 3, 6), torch.randn(11, 6)
+    labels = torch.tensor([[0, 3, 7], [1, 10, 0]])
+    torch.manual_seed(1)
+    got = item_loss("sampled", h, labels, table, 0.5, num_negatives=4, negatives=negatives)
+    torch.manual_seed(1)  # the same draw, by hand
+    shape = (2, 4) if negatives == "sequence" else (4, 4)
+    neg = torch.randint(1, 11, shape)
+    losses, p = [], 0
+    for b in range(2):
+        for t in range(3):
+            pos = int(labels[b, t])
+            if pos == 0:
+                continue
+            negs = [int(j) for j in (neg[b] if negatives == "sequence" else neg[p]) if int(j) != pos]
+            logits = torch.stack([h[b, t] @ table[j] for j in [pos] + negs]) / 0.5
+            losses.append(-torch.log_softmax(logits, 0)[0])
+            p += 1
+    torch.testing.assert_close(got, torch.stack(losses).mean())
+
+
 def test_hstu_trains_and_scores_every_item():
     torch.manual_seed(0)
     m = HSTU(num_items=20, max_len=6, dim=8, layers=2, heads=2, dqk=3, dv=4, dropout=0.0, num_negatives=5)
