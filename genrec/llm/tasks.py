@@ -100,6 +100,12 @@ class TaskMixture(Dataset):
     def __len__(self) -> int:
         return len(self.index)
 
+    def lengths(self) -> np.ndarray:
+        """History items per example (1 for the item tasks), for length-bucketed batches
+        (``train.bucket_by_length``): a proxy of the prompt's token count, which only rendering would give."""
+        items = self.next_item.lengths()
+        return np.array([max(int(items[j]), 1) if TASK_POOLS[task] == "sequences" else 1 for task, j in self.index])
+
     def __getitem__(self, i: int) -> dict:
         task, j = self.index[i]
         if TASK_POOLS[task] == "sequences":

@@ -57,6 +57,24 @@ class CharTokenizer:
         return {"input_ids": [ord(c) for c in text]}
 
 
+def test_task_mixture_lengths_follow_history_and_bucket_every_row_once():
+    from genrec.data.samplers import BucketShuffle
+
+    class NextItem(list):
+        def lengths(self):
+            return np.array([int((e["history"] > 0).sum()) for e in self])
+
+    next_item = NextItem({"history": torch.tensor([0] * (5 - i % 5) + [7] * (i % 5)), "target": 1} for i in range(20))
+    ds = TaskMixture(next_item, titled=[1, 3], weights={"seqrec": 1.0, "title2id": 1.0}, seed=0)
+    lengths = ds.lengths()
+    for i in range(len(ds)):
+        ex = ds[i]
+        want = max(int((ex["history"] > 0).sum()), 1) if ex["task"] == "seqrec" else 1
+        assert lengths[i] == want
+    order = list(BucketShuffle(lengths, batch_size=4, seed=0))
+    assert sorted(order) == list(range(len(ds)))
+
+
 def test_tokenize_masks_prompt_and_keeps_recent_history():
     t = tokenize_example(CharTokenizer(), "abcdef", "XY", max_length=6)
     assert t.input_ids == [ord(c) for c in "def"] + [ord("X"), ord("Y"), 0]  # oldest prompt tokens dropped

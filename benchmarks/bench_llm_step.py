@@ -1,0 +1,120 @@
+"""The LLM fine-tune step: real tokens/s of the full-vocabulary vs the semantic-ID head, fp32 vs bf16 autocast,
+random vs length-bucketed batches, on a real dataset with its semantic IDs and the configured base model.
+
+Every variant trains the same LoRA model (built once per head) on batches of the epoch's examples: ``random``
+batches are drawn as the default sampler draws them, ``bucketed`` ones as ``train.bucket_by_length=true`` cuts them
+(``genrec.data.samplers.BucketShuffle`` over the dataset's ``lengths()``). Steps of all variants are interleaved so
+machine load hits them alike. Real tokens are the attention mask's ones (padding excluded); real tokens/s =
+real tokens of a step / its median time, so a variant that pads less reads the same examples faster.
+
+    python benchmarks/bench_llm_step.py                                   # CPU, configs/llm/beauty.yaml, batch 8
+    python benchmarks/bench_llm_step.py --device cuda --batch-size 32 --steps 20
+
+Writes ``results/bench/llm_step_<device>.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+import torch
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+sys.path.insert(0, ROOT)
+
+from accelerate import Accelerator  # noqa: E402
+
+from genrec.config import load_config  # noqa: E402
+from genrec.data import Split, load_dataset  # noqa: E402
+from genrec.data.samplers import BucketShuffle  # noqa: E402
+from genrec.models.llm_lora import LLMRecommender  # noqa: E402
+from genrec.training.loop import build_context  # noqa: E402
+from genrec.training.records import cpu_bf16_flags, device_description, write_record  # noqa: E402
+
+
+def batches(ds, batch_size: int, n: int, seed: int) -> dict[str, list[list[int]]]:
+    """``n`` batches of example indices per batching: random, and length-bucketed."""
+    rng = np.random.default_rng(seed)
+    random = [rng.choice(len(ds), size=batch_size, replace=False).tolist() for _ in range(n)]
+    order = list(BucketShuffle(ds.lengths(), batch_size, seed))
+    bucketed = [order[i * batch_size:(i + 1) * batch_size] for i in range(n)]
+    return {"random": random, "bucketed": bucketed}
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", action="append", default=None, help="default configs/llm/beauty.yaml")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--steps", type=int, default=6)
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--heads", default="full,sid")
+    p.add_argument("--precisions", default="fp32,bf16")
+    p.add_argument("--out", default=None, help="default results/bench/llm_step_<device type>.json")
+    p.add_argument("overrides", nargs="*", help="dotted config overrides, e.g. data.max_history=10")
+    args = p.parse_args(argv)
+
+    device = torch.device(args.device)
+    if device.type == "cpu":
+        torch.set_num_threads(args.threads)
+    cfg = load_config(args.config or [os.path.join(ROOT, "configs/llm/beauty.yaml")], args.overrides)
+    data = load_dataset(cfg.data)
+    split = Split(data, cfg.data.max_history)
+    ctx = build_context(cfg, data, Accelerator(cpu=device.type == "cpu"))
+    n = args.steps + args.warmup
+    variants = {}
+    for head in args.heads.split(","):
+        cfg.model.llm.head = head
+        torch.manual_seed(cfg.seed)
+        model = LLMRecommender.build(cfg.model.llm, ctx.sid_codes, ctx.codebook_sizes, ctx.item_texts,
+                                     beam_size=cfg.eval.beam_size, seed=cfg.seed).to(device).train()
+        ds = model.train_dataset(split)
+        opt = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=1e-5)
+        for batching, idx in batches(ds, args.batch_size, n, cfg.seed).items():
+            rows = [model.collate([ds[i] for i in b]) for b in idx]
+            for prec in args.precisions.split(","):
+                variants[(head, prec, batching)] = {"model": model, "opt": opt, "rows": rows, "times": []}
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    for step in range(n):  # interleaved: variant after variant, step by step
+        for (head, prec, batching), v in variants.items():
+            batch = {k: t.to(device) for k, t in v["rows"][step].items()}
+            sync()
+            t0 = time.perf_counter()
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=prec == "bf16"):
+                loss = v["model"](batch).loss
+            loss.backward()
+            v["opt"].step()
+            v["opt"].zero_grad(set_to_none=True)
+            sync()
+            v["times"].append(time.perf_counter() - t0)
+    results = []
+    for (head, prec, batching), v in variants.items():
+        timed = range(args.warmup, n)
+        med = statistics.median(v["times"][i] for i in timed)
+        real = statistics.median(int(v["rows"][i]["attention_mask"].sum()) for i in timed)
+        padded = statistics.median(int(v["rows"][i]["attention_mask"].numel()) for i in timed)
+        results.append({"head": head, "precision": prec, "batching": batching, "median_step_s": round(med, 3),
+                        "real_tokens_per_step": real, "padded_tokens_per_step": padded,
+                        "real_tokens_per_s": round(real / med, 1)})
+        print(f"{head:4s} {prec:4s} {batching:8s} step {med:6.2f} s  real {real:5d} / padded {padded:5d} tokens  "
+              f"{real / med:8.1f} real tokens/s", flush=True)
+    out = args.out or os.path.join(ROOT, "results", "bench", f"llm_step_{device.type}.json")
+    print(write_record(out, {
+        "benchmark": "llm fine-tune step: head x precision x batching", "device": device_description(device),
+        "cpu_bf16_flags": cpu_bf16_flags(), "dataset": cfg.data.name, "base_model": cfg.model.llm.base,
+        "tasks": dict(cfg.model.llm.tasks), "batch_size": args.batch_size, "steps_timed": args.steps,
+        "threads": args.threads if device.type == "cpu" else None, "lora_r": cfg.model.llm.lora.r,
+        "results": results}))
+
+
+if __name__ == "__main__":
+    main()
