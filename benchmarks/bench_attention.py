@@ -10,7 +10,9 @@ before them; on CPU each (kernel, T) runs in a fresh subprocess and we report th
 bound).
 
     python benchmarks/bench_attention.py                       # CPU: T in 128..1024
-    python benchmarks/bench_attention.py --lengths 256 512 1024 2048 4096 8192 --tokens 65536   # GPU
+    python benchmarks/bench_attention.py --lengths 200 512 1024 2048 4096 8192 --tokens 8192 --windows 0 128 \
+        --kernels sdpa eager linear hstu flex --out results/bench/attention_cpu_long.json   # CPU length sweep
+    python benchmarks/bench_attention.py --lengths 256 512 1024 2048 4096 8192 --tokens 65536 --windows 0 256   # GPU
 
 Writes ``results/bench/attention_<device>.json`` (device: cpu, or the GPU's short name).
 """
@@ -38,12 +40,13 @@ def rss_mb() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def measure(kernel: str, t: int, tokens: int, dim: int, heads: int, steps: int, warmup: int, device: str) -> dict:
-    """One (kernel, T) cell: tokens/s of forward + backward and peak memory in MiB, or the error it raised."""
+def measure(kernel: str, t: int, tokens: int, dim: int, heads: int, steps: int, warmup: int, device: str,
+            window: int = 0) -> dict:
+    """One (kernel, window, T) cell: tokens/s of forward + backward and peak memory in MiB, or the error it raised."""
     torch.manual_seed(0)
     b = max(1, tokens // t)
     dev = torch.device(device)
-    layer = Attention(dim, heads, kernel, rope=True, window=0, dropout=0.0).to(dev)
+    layer = Attention(dim, heads, kernel, rope=True, window=window, dropout=0.0).to(dev)
     x = torch.randn(b, t, dim, device=dev, requires_grad=True)
     rope = rope_cos_sin(torch.arange(t, device=dev).expand(b, t), dim // heads)
     dtype = torch.bfloat16 if dev.type == "cuda" else None  # flash-attn needs half precision
@@ -53,7 +56,7 @@ def measure(kernel: str, t: int, tokens: int, dim: int, heads: int, steps: int, 
             out = layer(x, rope, None)
         out.float().square().mean().backward()
 
-    cell = {"kernel": kernel, "seq_len": t, "batch": b}
+    cell = {"kernel": kernel, "window": window, "seq_len": t, "batch": b}
     try:
         if dev.type == "cuda":
             torch.cuda.synchronize()
@@ -93,7 +96,8 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=1, help="torch threads on CPU")
     p.add_argument("--out", default=None, help="default results/bench/attention_<device>.json")
-    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # "kernel,T": one CPU cell in this process
+    p.add_argument("--windows", nargs="+", type=int, default=[0], help="sliding windows (0 = full causal)")
+    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # "kernel,T,W": one CPU cell in this process
     a = p.parse_args(argv)
     cuda = a.device.startswith("cuda")
     lengths = a.lengths or ([256, 512, 1024, 2048, 4096, 8192] if cuda else [128, 256, 512, 1024])
@@ -102,28 +106,29 @@ def main(argv=None) -> int:
     if not cuda:
         torch.set_num_threads(a.threads)
     if a.worker:
-        kernel, t = a.worker.split(",")
-        print(json.dumps(measure(kernel, int(t), tokens, a.dim, a.heads, steps, a.warmup, a.device)))
+        kernel, t, w = a.worker.split(",")
+        print(json.dumps(measure(kernel, int(t), tokens, a.dim, a.heads, steps, a.warmup, a.device, int(w))))
         return 0
 
     t0 = time.time()
     load_before = os.getloadavg()  # timings on a shared machine depend on what else runs
     cells = []
-    for kernel in a.kernels:
-        for t in lengths:
-            if cuda:
-                cell = measure(kernel, t, tokens, a.dim, a.heads, steps, a.warmup, a.device)
-                torch.cuda.empty_cache()
-            else:  # a fresh process per cell, so each peak RSS is its own
-                cmd = [sys.executable, os.path.abspath(__file__), "--worker", f"{kernel},{t}", "--tokens", str(tokens),
-                       "--dim", str(a.dim), "--heads", str(a.heads), "--steps", str(steps), "--warmup", str(a.warmup),
-                       "--device", a.device, "--threads", str(a.threads)]
-                run = subprocess.run(cmd, capture_output=True, text=True)
-                lines = [ln for ln in run.stdout.splitlines() if ln.startswith("{")]
-                cell = json.loads(lines[-1]) if lines else {"kernel": kernel, "seq_len": t,
-                                                            "error": run.stderr.strip().splitlines()[-1][:200]}
-            cells.append(cell)
-            print(json.dumps(cell), flush=True)
+    for kernel, w, t in ((k, w, t) for k in a.kernels for w in a.windows for t in lengths):
+        if w and kernel == "linear":
+            continue  # linear attention has no window
+        if cuda:
+            cell = measure(kernel, t, tokens, a.dim, a.heads, steps, a.warmup, a.device, w)
+            torch.cuda.empty_cache()
+        else:  # a fresh process per cell, so each peak RSS is its own
+            cmd = [sys.executable, os.path.abspath(__file__), "--worker", f"{kernel},{t},{w}", "--tokens", str(tokens),
+                   "--dim", str(a.dim), "--heads", str(a.heads), "--steps", str(steps), "--warmup", str(a.warmup),
+                   "--device", a.device, "--threads", str(a.threads)]
+            run = subprocess.run(cmd, capture_output=True, text=True)
+            lines = [ln for ln in run.stdout.splitlines() if ln.startswith("{")]
+            cell = json.loads(lines[-1]) if lines else {"kernel": kernel, "window": w, "seq_len": t,
+                                                        "error": run.stderr.strip().splitlines()[-1][:200]}
+        cells.append(cell)
+        print(json.dumps(cell), flush=True)
     if cuda:
         name = torch.cuda.get_device_name(a.device).lower()
         slug = next((s for s in ("h200", "h100", "a100", "l4", "a10", "t4") if s in name), "cuda")
