@@ -12,7 +12,7 @@ training batches of the real dataset and times ``--steps`` optimiser steps (forw
 Compile time (the first steps) is reported apart. Both variants see the same examples per step, so examples/s
 compare directly.
 
-    python benchmarks/bench_compile.py                                        # Beauty, CPU
+    python benchmarks/bench_compile.py tokenizer.kind=random                  # Beauty, CPU
     python benchmarks/bench_compile.py --device cuda --mode reduce-overhead   # GPU: inductor + CUDA graphs
 
 Writes ``results/bench/compile_<device>.json``.
@@ -51,13 +51,15 @@ def main() -> None:
     p.add_argument("--mode", default="default", help="torch.compile mode (reduce-overhead: CUDA graphs)")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     p.add_argument("--out", default="")
+    p.add_argument("overrides", nargs="*", help="dotted config overrides for both models, e.g. tokenizer.kind=random "
+                   "(a step costs the same with any IDs of the same shape; random ones need no tokenizer fit)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     dev = torch.device(args.device)
     variants = {}
     for name in args.models.split(","):
         paths = [q.replace("beauty", args.dataset) for q in CONFIGS[name]]
-        cfg = load_config(paths, [])
+        cfg = load_config(paths, args.overrides)
         data = load_dataset(cfg.data)
         split = Split(data, cfg.data.max_history)
         torch.manual_seed(0)
@@ -81,6 +83,8 @@ def main() -> None:
         if dev.type == "cuda":
             torch.cuda.synchronize()
 
+    print(f"timing {len(variants)} variants, {args.warmup} + {args.steps} steps each", flush=True)
+    load_before = os.getloadavg()  # timings on a shared machine depend on what else runs
     for step in range(args.steps + args.warmup):  # interleaved: variant after variant, step by step
         for key, v in variants.items():
             batch = {k: t.to(dev) for k, t in v["batches"][step].items()}
@@ -104,9 +108,10 @@ def main() -> None:
               f"{v['batch_size'] / med:8.1f} examples/s  (first {args.warmup} steps {results[-1]['warmup_s']} s)")
     out = args.out or os.path.join(ROOT, "results", "bench", f"compile_{dev.type}.json")
     write_record(out, {"benchmark": "train step, eager vs train.compile (inductor, static shapes)",
-                       "dataset": args.dataset, "steps": args.steps, "warmup": args.warmup, "mode": args.mode,
+                       "dataset": args.dataset, "overrides": args.overrides, "steps": args.steps, "warmup": args.warmup, "mode": args.mode,
                        "precision": args.precision, "threads": args.threads, "torch": torch.__version__,
-                       "cpu_bf16_flags": cpu_bf16_flags(), "device": device_description(dev), "results": results})
+                       "cpu_bf16_flags": cpu_bf16_flags(), "device": device_description(dev),
+                       "load_average_before_after": [list(load_before), list(os.getloadavg())], "results": results})
     print(f"wrote {out}")
 
 
