@@ -24,7 +24,6 @@ import copy
 import os
 import statistics
 import sys
-import time
 
 import torch
 
@@ -36,6 +35,7 @@ from genrec.data import Split, load_dataset  # noqa: E402
 from genrec.models import build_model  # noqa: E402
 from genrec.training.loop import build_context  # noqa: E402
 from genrec.training.records import cpu_bf16_flags, device_description, write_record  # noqa: E402
+from timing import train_step_seconds  # noqa: E402
 
 CONFIGS = {"tiger": ["configs/tiger/beauty.yaml"], "decoder": ["configs/gr/beauty.yaml"]}
 
@@ -79,24 +79,12 @@ def main() -> None:
                 "opt": torch.optim.AdamW(net.parameters(), lr=1e-4), "times": [],
                 "params": sum(q.numel() for q in net.parameters())}
 
-    def sync():
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-
     print(f"timing {len(variants)} variants, {args.warmup} + {args.steps} steps each", flush=True)
     load_before = os.getloadavg()  # timings on a shared machine depend on what else runs
     for step in range(args.steps + args.warmup):  # interleaved: variant after variant, step by step
-        for key, v in variants.items():
-            batch = {k: t.to(dev) for k, t in v["batches"][step].items()}
-            sync()
-            t0 = time.perf_counter()
-            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=args.precision == "bf16"):
-                loss = v["model"](batch).loss
-            loss.backward()
-            v["opt"].step()
-            v["opt"].zero_grad(set_to_none=True)
-            sync()
-            v["times"].append(time.perf_counter() - t0)
+        for v in variants.values():
+            v["times"].append(train_step_seconds(v["model"], v["opt"], v["batches"][step], dev,
+                                                 args.precision == "bf16")[0])
     results = []
     for (name, label), v in variants.items():
         med = statistics.median(v["times"][args.warmup:])

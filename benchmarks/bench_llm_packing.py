@@ -26,7 +26,6 @@ import os
 import resource
 import statistics
 import sys
-import time
 
 import numpy as np
 import torch
@@ -41,6 +40,7 @@ from genrec.data import Split, load_dataset  # noqa: E402
 from genrec.models.llm_lora import LLMRecommender  # noqa: E402
 from genrec.training.loop import build_context  # noqa: E402
 from genrec.training.records import device_description, write_record  # noqa: E402
+from timing import train_step_seconds  # noqa: E402
 
 
 def epoch_counts(model: LLMRecommender, ds, batch_size: int, seed: int) -> dict:
@@ -71,21 +71,12 @@ def time_steps(model: LLMRecommender, ds, batch_size: int, steps: int, warmup: i
     for s in range(warmup + steps):
         idx = rng.choice(len(ds), size=batch_size, replace=False)
         batch = model.collate([ds[int(i)] for i in idx])
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            loss = model(batch).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        sec, loss = train_step_seconds(model, opt, batch, device, bf16=device.type == "cuda")
         if s >= warmup:
-            times.append(time.perf_counter() - t0)
+            times.append(sec)
             tokens.append(int(batch["input_ids"].numel()))
     model.eval()
-    return statistics.median(times), statistics.median(tokens), loss.item()
+    return statistics.median(times), statistics.median(tokens), loss
 
 
 def main(argv=None) -> None:

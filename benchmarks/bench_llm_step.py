@@ -18,7 +18,6 @@ import argparse
 import os
 import statistics
 import sys
-import time
 
 import numpy as np
 import torch
@@ -34,6 +33,7 @@ from genrec.data.samplers import BucketShuffle  # noqa: E402
 from genrec.models.llm_lora import LLMRecommender  # noqa: E402
 from genrec.training.loop import build_context  # noqa: E402
 from genrec.training.records import cpu_bf16_flags, device_description, write_record  # noqa: E402
+from timing import train_step_seconds  # noqa: E402
 
 
 def batches(ds, batch_size: int, n: int, seed: int) -> dict[str, list[list[int]]]:
@@ -80,22 +80,9 @@ def main(argv=None) -> None:
             for prec in args.precisions.split(","):
                 variants[(head, prec, batching)] = {"model": model, "opt": opt, "rows": rows, "times": []}
 
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-
     for step in range(n):  # interleaved: variant after variant, step by step
         for (head, prec, batching), v in variants.items():
-            batch = {k: t.to(device) for k, t in v["rows"][step].items()}
-            sync()
-            t0 = time.perf_counter()
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=prec == "bf16"):
-                loss = v["model"](batch).loss
-            loss.backward()
-            v["opt"].step()
-            v["opt"].zero_grad(set_to_none=True)
-            sync()
-            v["times"].append(time.perf_counter() - t0)
+            v["times"].append(train_step_seconds(v["model"], v["opt"], v["rows"][step], device, prec == "bf16")[0])
     results = []
     for (head, prec, batching), v in variants.items():
         timed = range(args.warmup, n)
