@@ -110,8 +110,9 @@ class SASRecConfig:
     dropout: float = 0.5
     loss: str = "ce"  # key of genrec.models.sasrec.LOSSES: ce | bce | sampled
     num_negatives: int = 1  # loss=bce (per position) and loss=sampled (per position, uniform)
-    temperature: float = 1.0  # loss=sampled: logits / temperature
+    temperature: float = 1.0  # logits / temperature (every loss, and the scores)
     negatives: str = "position"  # loss=sampled: position (own draw each) | sequence (one draw per row, shared)
+    l2_norm: bool = False  # L2-normalise the sequence state and the item embeddings (HSTU's SASRec row: with 0.05)
 
 
 @dataclass
@@ -157,8 +158,8 @@ class HSTUConfig:
     dim: int = 50
     layers: int = 2
     heads: int = 1
-    dqk: int = 25  # per-head query / key size
-    dv: int = 25  # per-head value size
+    dqk: int = 50  # per-head query / key size (HSTU-large: 25)
+    dv: int = 50  # per-head value size (HSTU-large: 25)
     dropout: float = 0.2
     loss: str = "sampled"  # sampled | ce (genrec.models.losses)
     num_negatives: int = 128

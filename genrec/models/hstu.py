@@ -72,7 +72,7 @@ class HSTU(Recommender):
     example_mode = "sequence"
 
     def __init__(self, num_items: int, max_len: int, dim: int = 50, layers: int = 2, heads: int = 1,
-                 dqk: int = 25, dv: int = 25, dropout: float = 0.2, loss: str = "sampled", num_negatives: int = 128,
+                 dqk: int = 50, dv: int = 50, dropout: float = 0.2, loss: str = "sampled", num_negatives: int = 128,
                  temperature: float = 0.05, negatives: str = "position"):
         super().__init__()
         self.num_items, self.dim = num_items, dim

@@ -3,7 +3,10 @@
 The ID-based reference for every generative model here, trained and evaluated on the same splits with the same
 evaluator. Loss ``ce`` is full-softmax cross-entropy over the catalog at every position, which is what makes
 SASRec strong on the Amazon benchmarks (Klenitskiy & Vasilev, RecSys 2023: "Turning Dross Into Gold Loss");
-``bce`` is the original one-positive / sampled-negative binary loss.
+``bce`` is the original one-positive / sampled-negative binary loss; ``sampled`` is the sampled softmax of HSTU's
+recipe (``genrec.models.losses``). With ``l2_norm`` the sequence state and the item embeddings are L2-normalised
+(eps 1e-6) and compared by cosine over ``temperature``, as HSTU's SASRec baseline (``user_embedding_norm = l2_norm``,
+``item_l2_norm = True``, temperature 0.05); every loss and the scores use the same logits.
 """
 from __future__ import annotations
 
@@ -35,7 +38,7 @@ class SASRecBlock(nn.Module):
 def ce_loss(model: "SASRec", h: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Full softmax over all N items at every non-padded position."""
     mask = labels > 0
-    logits = h[mask] @ model.item_emb.weight[1:].T  # (P, N)
+    logits = h[mask] @ model.item_table()[1:].T / model.temperature  # (P, N)
     return F.cross_entropy(logits.float(), labels[mask] - 1)
 
 
@@ -44,8 +47,9 @@ def bce_loss(model: "SASRec", h: torch.Tensor, labels: torch.Tensor) -> torch.Te
     mask = labels > 0
     h, pos = h[mask], labels[mask]
     neg = torch.randint(1, model.num_items + 1, (pos.shape[0], model.num_negatives), device=h.device)
-    pos_logit = (h * model.item_emb(pos)).sum(-1)
-    neg_logit = (h[:, None] * model.item_emb(neg)).sum(-1)
+    table = model.item_table()
+    pos_logit = (h * table[pos]).sum(-1) / model.temperature
+    neg_logit = (h[:, None] * table[neg]).sum(-1) / model.temperature
     return F.binary_cross_entropy_with_logits(pos_logit.float(), torch.ones_like(pos_logit.float())) + \
         F.binary_cross_entropy_with_logits(neg_logit.float(), torch.zeros_like(neg_logit.float()))
 
@@ -54,7 +58,7 @@ def sampled_loss(model: "SASRec", h: torch.Tensor, labels: torch.Tensor) -> torc
     """Sampled softmax: the positive against ``num_negatives`` uniform negatives per position (HSTU's recipe)."""
     from .losses import item_loss
 
-    return item_loss("sampled", h, labels, model.item_emb.weight, model.temperature, model.num_negatives,
+    return item_loss("sampled", h, labels, model.item_table(), model.temperature, model.num_negatives,
                      model.negatives)
 
 
@@ -66,10 +70,10 @@ class SASRec(Recommender):
 
     def __init__(self, num_items: int, max_len: int, hidden: int = 64, layers: int = 2, heads: int = 1,
                  dropout: float = 0.5, loss: str = "ce", num_negatives: int = 1, temperature: float = 1.0,
-                 negatives: str = "position"):
+                 negatives: str = "position", l2_norm: bool = False):
         super().__init__()
         self.num_items, self.num_negatives, self.temperature = num_items, num_negatives, temperature
-        self.negatives = negatives
+        self.negatives, self.l2_norm = negatives, l2_norm
         self.loss_fn = lookup(LOSSES, loss, field="model.sasrec.loss")
         self.item_emb = nn.Embedding(num_items + 1, hidden, padding_idx=0)
         self.pos_emb = nn.Embedding(max_len, hidden)
@@ -90,7 +94,7 @@ class SASRec(Recommender):
     def from_config(cfg_cls, cfg, ctx: ModelContext) -> "SASRec":
         c = cfg.model.sasrec
         return cfg_cls(ctx.num_items, cfg.data.max_history, c.hidden, c.layers, c.heads, c.dropout, c.loss,
-                       c.num_negatives, c.temperature, c.negatives)
+                       c.num_negatives, c.temperature, c.negatives, c.l2_norm)
 
     def encode(self, seq: torch.Tensor) -> torch.Tensor:
         """(B, T) left-padded item ids -> (B, T, D) hidden states (position t sees items <= t)."""
@@ -101,7 +105,13 @@ class SASRec(Recommender):
         causal = torch.ones(T, T, dtype=torch.bool, device=seq.device).triu(1)  # True = masked
         for block in self.blocks:
             x = block(x, causal, pad)
-        return self.ln(x)
+        x = self.ln(x)
+        return F.normalize(x, dim=-1, eps=1e-6) if self.l2_norm else x
+
+    def item_table(self) -> torch.Tensor:
+        """(N + 1, D) item embeddings as the logits see them (L2-normalised with ``l2_norm``)."""
+        w = self.item_emb.weight
+        return F.normalize(w, dim=-1, eps=1e-6) if self.l2_norm else w
 
     def forward(self, batch: dict[str, torch.Tensor]) -> Output:
         h = self.encode(batch["input"])
@@ -111,4 +121,4 @@ class SASRec(Recommender):
         """(B, N + 1) scores of every item as the next one after ``batch["history"]``."""
         h = self.encode(batch["history"])[:, -1]  # the most recent position (histories are left-padded)
         with torch.autocast(h.device.type, enabled=False):  # fp32 scores: bf16 would tie many items
-            return h.float() @ self.item_emb.weight.float().T
+            return h.float() @ self.item_table().float().T / self.temperature

@@ -109,3 +109,22 @@ def test_hstu_builds_from_config_and_sasrec_takes_the_sampled_loss():
     s = build_model(cfg, ModelContext(num_items=20, num_users=3))
     out = s({"input": torch.tensor([[0, 1, 2, 3, 4, 5]]), "labels": torch.tensor([[0, 2, 3, 4, 5, 6]])})
     assert torch.isfinite(out.loss)
+
+
+def test_sasrec_l2_norm_scores_and_trains_on_cosine_over_the_temperature():
+    """HSTU's SASRec row: L2-normalised state and items, logits = cosine / 0.05, in the loss and in the scores."""
+    from genrec.models.sasrec import SASRec
+
+    torch.manual_seed(0)
+    m = SASRec(num_items=10, max_len=4, hidden=8, dropout=0.0, loss="ce", temperature=0.05, l2_norm=True).eval()
+    hist = torch.tensor([[0, 3, 4, 5]])
+    h = m.encode(hist)[:, -1]
+    torch.testing.assert_close(h.norm(dim=-1), torch.ones(1))
+    cos = F.cosine_similarity(h[:, None], m.item_emb.weight[None], dim=-1)
+    torch.testing.assert_close(m.score({"history": hist}), cos / 0.05)
+    labels = torch.tensor([[0, 4, 5, 6]])
+    want = F.cross_entropy((F.normalize(m.encode(hist), dim=-1)[labels > 0] @
+                            F.normalize(m.item_emb.weight[1:], dim=-1).T) / 0.05, labels[labels > 0] - 1)
+    torch.testing.assert_close(m({"input": hist, "labels": labels}).loss, want)
+    m.loss_fn = lambda model, hh, lab: item_loss("sampled", hh, lab, model.item_table(), model.temperature, 10)
+    torch.testing.assert_close(m({"input": hist, "labels": labels}).loss, want)  # every item a negative: the same
