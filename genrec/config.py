@@ -283,6 +283,9 @@ class EvalConfig:
     # Rank only items outside the user's history (RecBole / RePlay full-sort protocol). Off: TIGER's protocol,
     # every item is a candidate. Records and tables name the protocol.
     exclude_history: bool = False
+    # exclude_history removes: all (every item before the target) | window (only the last data.max_history items,
+    # the history the model reads: HSTU's protocol, ``filter_invalid_ids`` over its ``past_ids``)
+    exclude_scope: str = "all"
 
 
 @dataclass

@@ -54,10 +54,12 @@ class TrainedRun:
         t = self.cfg.data.max_history
         if torch.is_tensor(histories):
             seen = histories
-        else:  # the model reads the last t items; exclude_history masks every one (as the evaluator does)
+        else:  # the model reads the last t items; exclude_history masks every past one, or those t (scope window)
             longest = max([len(h) for h in histories] + [1])
             seen = torch.from_numpy(np.stack([left_pad(np.asarray(h, dtype=np.int64), longest) for h in histories]))
             histories = seen[:, -t:] if longest >= t else torch.nn.functional.pad(seen, (t - longest, 0))
+            if self.cfg.eval.exclude_scope == "window":  # HSTU's protocol: only the items the model reads
+                seen = histories
         b = histories.shape[0]
         users = torch.zeros(b, dtype=torch.long) if users is None else torch.as_tensor(users, dtype=torch.long)
         batch = {"user": users, "history": histories, "target": torch.zeros(b, dtype=torch.long)}

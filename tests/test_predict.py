@@ -25,7 +25,9 @@ def _train(tmp_path, kind, *extra):
 @pytest.mark.slow
 @pytest.mark.parametrize("kind,extra", [("sasrec", ()), ("parallel", ()), ("decoder", ()), ("tiger", ()),
                                         ("pop", ("data.name=tiny", "eval.ks=[5,10,20]")),
-                                        ("sasrec", ("eval.exclude_history=true",))])
+                                        ("sasrec", ("eval.exclude_history=true",)),
+                                        ("sasrec", ("eval.exclude_history=true", "eval.exclude_scope=window",
+                                                    "data.max_history=4"))])
 def test_predicted_lists_rescore_to_the_recorded_metrics(tmp_path, kind, extra):
     record = _train(tmp_path, kind, *extra)
     run = load_run(f"{tmp_path}/runs/{record['run_name']}")

@@ -92,7 +92,7 @@ def _eval_loader(cfg: ExperimentConfig, split: Split, num_users: int, accelerato
                  split_name: str, max_users: int) -> DataLoader:
     """The users of ``split_name`` (a fixed random subset when ``max_users`` > 0), sharded across processes."""
     ds = EvalDataset(split, split_name, _eval_users(num_users, max_users, cfg.eval.subset_seed),
-                     with_seen=cfg.eval.exclude_history)
+                     with_seen=cfg.eval.exclude_history and cfg.eval.exclude_scope == "all")
     return accelerator.prepare_data_loader(DataLoader(ds, batch_size=cfg.eval.batch_size, collate_fn=collate_fn,
                                                       num_workers=cfg.data.num_workers))
 
@@ -107,6 +107,15 @@ def _evaluate_splits(cfg: ExperimentConfig, model, split: Split, data, accelerat
     return results
 
 
+def protocol_name(ec) -> str:
+    """The candidate set of an evaluation: ``all_items``, ``exclude_history`` or ``exclude_history_window``."""
+    if ec.exclude_scope not in ("all", "window"):
+        raise ValueError(f"eval.exclude_scope={ec.exclude_scope!r} is not one of ['all', 'window']")
+    if not ec.exclude_history:
+        return "all_items"
+    return "exclude_history" if ec.exclude_scope == "all" else "exclude_history_window"
+
+
 def _record_head(cfg: ExperimentConfig, results: dict, commit: str) -> dict:
     """The fields every result record starts with: what was evaluated, under which protocol, and the metrics."""
     main_split = "test" if "test" in results else cfg.eval.splits[-1]
@@ -115,7 +124,7 @@ def _record_head(cfg: ExperimentConfig, results: dict, commit: str) -> dict:
         "model": cfg.model.kind,
         "git_commit": commit,
         "split": main_split,
-        "protocol": "exclude_history" if cfg.eval.exclude_history else "all_items",  # candidates ranked
+        "protocol": protocol_name(cfg.eval),  # candidates ranked
         "metrics": results[main_split],
         "all_splits": results,
         "users_evaluated": results[main_split]["users"],
@@ -171,6 +180,7 @@ def setup(cfg: ExperimentConfig) -> Run:
     t0, commit = time.time(), git_commit()  # the code this run started with (a record is written at the end)
     tc = cfg.train
     precision = _precision(tc)
+    protocol_name(cfg.eval)  # a bad eval.exclude_scope fails before any work
     name = run_name(cfg)
     run_dir = os.path.join(cfg.output_dir, name)
     accelerator = Accelerator(mixed_precision=precision, gradient_accumulation_steps=tc.grad_accum,
@@ -407,6 +417,7 @@ def evaluate_run(run_dir: str, overrides: list[str]) -> dict:
     t0, commit = time.time(), git_commit()
     trained = load_run(run_dir, overrides)  # config + overrides, data, IDs, best weights; inputs checked
     cfg, data, finished = trained.cfg, trained.data, trained.finished
+    protocol_name(cfg.eval)  # a bad eval.exclude_scope fails before any work
     name = cfg.name or os.path.basename(os.path.normpath(run_dir))
     accelerator = Accelerator(mixed_precision=_precision(cfg.train))
     split = Split(data, cfg.data.max_history)

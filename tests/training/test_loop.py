@@ -69,6 +69,11 @@ def test_eval_reproduces_the_record_and_changes_only_the_protocol(tmp_path):
     seen = loop.evaluate_run(run_dir, [f"results_dir={tmp_path}/results", "eval.exclude_history=true"])
     assert seen["protocol"] == "exclude_history" and seen["path"] != again["path"]
     assert seen["metrics"]["users"] == record["metrics"]["users"]
+    window = loop.evaluate_run(run_dir, [f"results_dir={tmp_path}/results", "eval.exclude_history=true",
+                                         "eval.exclude_scope=window"])
+    assert window["protocol"] == "exclude_history_window" and window["path"] != seen["path"]
+    with pytest.raises(ValueError, match="exclude_scope"):
+        loop.evaluate_run(run_dir, ["eval.exclude_scope=some"])
     with pytest.raises(ConfigError, match="train.lr"):
         loop.evaluate_run(run_dir, ["train.lr=0.1"])
 
