@@ -40,7 +40,9 @@ class HSTUBlock(nn.Module):
         self.out = nn.Linear(heads * dv, dim)
         self.drop = nn.Dropout(dropout)
         self.max_len = max_len
-        self.rel_bias = nn.Parameter(torch.zeros(heads, 2 * max_len - 1))  # bias of distance j - i, per head
+        self.rel_bias = nn.Parameter(torch.randn(heads, 2 * max_len - 1) * 0.02)  # bias of distance j - i, per head
+        nn.init.normal_(self.uvqk.weight, std=0.02)  # the reference's U, V, Q, K projection (no bias there)
+        nn.init.zeros_(self.uvqk.bias)
 
     def bias(self, t: int, device) -> torch.Tensor:
         """(H, T, T) relative-position bias ``rab[h, j - i]``, distances clipped to the table."""
@@ -82,8 +84,13 @@ class HSTU(Recommender):
         self.pos_emb = nn.Embedding(max_len, dim)
         self.drop = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(HSTUBlock(dim, heads, dqk, dv, max_len, dropout) for _ in range(layers))
-        nn.init.normal_(self.item_emb.weight, std=1.0 / math.sqrt(dim))  # truncated normal in the reference
-        nn.init.normal_(self.pos_emb.weight, std=1.0 / math.sqrt(dim))
+        # the reference's initialisation: items std 0.02 and positions std sqrt(1 / D), so that after the sqrt(D)
+        # input scale an item and its position start at the same size (truncated at 2 std)
+        nn.init.trunc_normal_(self.item_emb.weight, std=0.02, a=-0.04, b=0.04)
+        nn.init.trunc_normal_(self.pos_emb.weight, std=1.0 / math.sqrt(dim), a=-2.0 / math.sqrt(dim),
+                              b=2.0 / math.sqrt(dim))
+        with torch.no_grad():
+            self.item_emb.weight[0].zero_()  # the padding row
 
     @classmethod
     def from_config(cls, cfg, ctx: ModelContext) -> "HSTU":
