@@ -73,6 +73,7 @@ CHOICES: dict[str, Callable[[], list[str]]] = {
     "train.scheduler": _registry("genrec.training.optim", "SCHEDULERS"),
     "train.precision": lambda: ["auto", "bf16", "fp16", "no"],
     "train.compile_mode": lambda: ["default", "max-autotune", "reduce-overhead"],
+    "eval.exclude_scope": lambda: ["all", "window"],
     "model.sasrec.loss": lambda: ["bce", "ce", "sampled"], "model.hstu.loss": lambda: ["ce", "sampled"],
     "model.sasrec.negatives": lambda: ["position", "sequence"], "model.hstu.negatives": lambda: ["position", "sequence"],
     "model.decoder.mlp": lambda: ["gelu", "swiglu"], "model.decoder.positions": lambda: ["learned", "rope"],

@@ -109,8 +109,6 @@ def _evaluate_splits(cfg: ExperimentConfig, model, split: Split, data, accelerat
 
 def protocol_name(ec) -> str:
     """The candidate set of an evaluation: ``all_items``, ``exclude_history`` or ``exclude_history_window``."""
-    if ec.exclude_scope not in ("all", "window"):
-        raise ValueError(f"eval.exclude_scope={ec.exclude_scope!r} is not one of ['all', 'window']")
     if not ec.exclude_history:
         return "all_items"
     return "exclude_history" if ec.exclude_scope == "all" else "exclude_history_window"
@@ -180,7 +178,6 @@ def setup(cfg: ExperimentConfig) -> Run:
     t0, commit = time.time(), git_commit()  # the code this run started with (a record is written at the end)
     tc = cfg.train
     precision = _precision(tc)
-    protocol_name(cfg.eval)  # a bad eval.exclude_scope fails before any work
     name = run_name(cfg)
     run_dir = os.path.join(cfg.output_dir, name)
     accelerator = Accelerator(mixed_precision=precision, gradient_accumulation_steps=tc.grad_accum,
@@ -417,7 +414,6 @@ def evaluate_run(run_dir: str, overrides: list[str]) -> dict:
     t0, commit = time.time(), git_commit()
     trained = load_run(run_dir, overrides)  # config + overrides, data, IDs, best weights; inputs checked
     cfg, data, finished = trained.cfg, trained.data, trained.finished
-    protocol_name(cfg.eval)  # a bad eval.exclude_scope fails before any work
     name = cfg.name or os.path.basename(os.path.normpath(run_dir))
     accelerator = Accelerator(mixed_precision=_precision(cfg.train))
     split = Split(data, cfg.data.max_history)
