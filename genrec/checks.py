@@ -98,6 +98,9 @@ def _cross_field(cfg) -> list[str]:
     bad = [s for s in cfg.eval.splits if s not in ("valid", "test")]
     if bad or not cfg.eval.splits:
         errors.append(f"eval.splits={list(cfg.eval.splits)} must name 'valid' and/or 'test'")
+    if cfg.data.train_on_valid and "valid" in cfg.eval.splits:
+        errors.append(f"data.train_on_valid=true trains on the validation item, so eval.splits="
+                      f"{list(cfg.eval.splits)} must not name 'valid': set eval.splits=[test]")
     for model in ("decoder", "parallel"):
         sub = getattr(cfg.model, model)
         if cfg.model.kind == model and sub.dim % sub.heads:

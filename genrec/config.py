@@ -29,6 +29,10 @@ class DataConfig:
     max_history: int = 20  # history items kept before each target (TIGER: 20)
     min_interactions: int = 3  # users with fewer are skipped (and counted) before leave-one-out
     kcore: int = 0  # iterative k-core filter on users and items; 0 keeps the data as read
+    # HSTU's protocol (its research code trains on all but the last item): training sequences end at the validation
+    # item. The validation target is then trained on, so no validation runs: train.epochs are trained and the last
+    # weights tested, and eval.splits must be [test].
+    train_on_valid: bool = False
     num_workers: int = 0
 
 

@@ -1,7 +1,8 @@
 """Leave-one-out splits and the torch Datasets every model trains and evaluates on.
 
 For a user with items ``s_1 .. s_n`` (time order): test target ``s_n`` with history ``s_1..s_{n-1}``, validation
-target ``s_{n-1}`` with history ``s_1..s_{n-2}``, training on ``s_1..s_{n-2}``. Histories keep the last
+target ``s_{n-1}`` with history ``s_1..s_{n-2}``, training on ``s_1..s_{n-2}`` (on ``s_1..s_{n-1}`` with
+``train_on_valid``, HSTU's protocol). Histories keep the last
 ``max_history`` items and are LEFT-padded with 0, so the most recent item is always the last column.
 """
 from __future__ import annotations
@@ -29,6 +30,7 @@ class Split:
 
     data: InteractionData
     max_history: int
+    train_on_valid: bool = False  # training sequences end at the validation item (HSTU's protocol)
 
     def __post_init__(self):
         short = [u for u, s in enumerate(self.data.sequences) if len(s) < 3]
@@ -37,7 +39,7 @@ class Split:
                              f"(e.g. user {self.data.users[short[0]]}). Set data.min_interactions >= 3.")
 
     def train_sequence(self, u: int) -> np.ndarray:
-        return self.data.sequences[u][:-2]
+        return self.data.sequences[u][:-1 if self.train_on_valid else -2]
 
     def eval_example(self, u: int, split: str) -> tuple[np.ndarray, int]:
         seq = self.data.sequences[u]

@@ -127,6 +127,7 @@ def _record_head(cfg: ExperimentConfig, results: dict, commit: str) -> dict:
         "all_splits": results,
         "users_evaluated": results[main_split]["users"],
         "user_subset": cfg.eval.max_users or None,
+        "train_on_valid": cfg.data.train_on_valid,  # HSTU's protocol: trained through the validation item
     }
 
 
@@ -192,7 +193,7 @@ def setup(cfg: ExperimentConfig) -> Run:
 
     data = load_dataset(cfg.data)
     check_cutoffs(cfg, data.num_items)
-    split = Split(data, cfg.data.max_history)
+    split = Split(data, cfg.data.max_history, cfg.data.train_on_valid)
     ctx = build_context(cfg, data, accelerator)
     set_seed(cfg.seed)  # the model's init depends on the seed alone, not on whether the ID artifact was cached
     model = build_model(cfg, ctx)
@@ -312,10 +313,14 @@ def fit(run: Run) -> None:
                     state["done"] = True
                     break
         state["epoch"], state["batch_in_epoch"] = epoch + 1, 0
-        if (epoch + 1) % tc.eval_every == 0 or state["done"] or epoch + 1 == tc.epochs:
+        validates = (epoch + 1) % tc.eval_every == 0 or state["done"] or epoch + 1 == tc.epochs
+        if validates and not run.cfg.data.train_on_valid:  # trained-on validation targets select nothing
             _validate(run, epoch + 1)
         if state["epoch"] == tc.epochs:
             state["done"] = True
+        if state["done"] and run.cfg.data.train_on_valid:  # no validation selects: the last weights are tested
+            _save_tested_weights(run)
+            state["best_epoch"] = state["epoch"]
         if (epoch + 1) % tc.checkpoint_every == 0 or state["done"]:
             save()
     if not state["done"]:  # ran out of epochs: mark the run finished so a re-run only re-evaluates
@@ -332,9 +337,7 @@ def _validate(run: Run, epoch: int) -> None:
     state["history"].append({"epoch": epoch, "step": state["global_step"], **metrics})
     if value > state["best"]:
         state.update(best=value, best_epoch=epoch, bad_evals=0)
-        weights = accelerator.get_state_dict(run.model)  # gathered on the main process under FSDP
-        if accelerator.is_main_process:
-            torch.save(trainable_state(accelerator.unwrap_model(run.model), weights), run.best_path)
+        _save_tested_weights(run)
     else:
         state["bad_evals"] += 1
     accelerator.print(f"epoch {epoch}: valid {tc.monitor}={value:.4f} (best {state['best']:.4f} @ "
@@ -342,6 +345,13 @@ def _validate(run: Run, epoch: int) -> None:
     if state["bad_evals"] >= tc.patience:
         accelerator.print(f"early stop: no improvement in {tc.patience} validations")
         state["done"] = True
+
+
+def _save_tested_weights(run: Run) -> None:
+    """``best_model.pt``: the weights ``test`` and ``genrec eval`` load (every rank takes part: FSDP gathers)."""
+    weights = run.accelerator.get_state_dict(run.model)  # gathered on the main process under FSDP
+    if run.accelerator.is_main_process:
+        torch.save(trainable_state(run.accelerator.unwrap_model(run.model), weights), run.best_path)
 
 
 def test(run: Run) -> dict:
@@ -416,7 +426,7 @@ def evaluate_run(run_dir: str, overrides: list[str]) -> dict:
     cfg, data, finished = trained.cfg, trained.data, trained.finished
     name = cfg.name or os.path.basename(os.path.normpath(run_dir))
     accelerator = Accelerator(mixed_precision=_precision(cfg.train))
-    split = Split(data, cfg.data.max_history)
+    split = Split(data, cfg.data.max_history, cfg.data.train_on_valid)
     model = accelerator.prepare(trained.model)
     results = _evaluate_splits(cfg, model, split, data, accelerator, collate)
     tag = hashlib.sha1(json.dumps(sorted(overrides)).encode()).hexdigest()[:6]

@@ -46,6 +46,17 @@ def test_split_train_sequences_exclude_eval_targets(split):
     assert [split.train_sequence(u).tolist() for u in range(3)] == [[1, 2, 3], [2], [6, 5, 4, 3, 2]]
 
 
+def test_train_on_valid_trains_through_the_validation_item_and_leaves_eval_examples_alone(split):
+    hstu = Split(split.data, max_history=3, train_on_valid=True)
+    assert [hstu.train_sequence(u).tolist() for u in range(3)] == [[1, 2, 3, 4], [2, 3], [6, 5, 4, 3, 2, 1]]
+    for name in ("valid", "test"):
+        for u in range(3):
+            assert EvalDataset(hstu, name)[u]["target"] == EvalDataset(split, name)[u]["target"]
+    # user 20 ([2, 3, 4]) now has a training pair; its window ends at the validation item
+    rows = SequenceDataset(hstu)
+    assert rows.users.tolist() == [0, 1, 2] and rows[1]["labels"].tolist() == [0, 0, 3]
+
+
 def test_history_cap_follows_max_history():
     data = make_data([list(range(1, 31))])
     for cap, expect in ((20, list(range(9, 29))), (5, [24, 25, 26, 27, 28])):

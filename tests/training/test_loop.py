@@ -86,3 +86,16 @@ def test_a_run_that_ran_out_of_epochs_continues_when_given_more(tmp_path):
     assert short["epochs_run"] == 2 and longer["epochs_run"] == 4
     assert [h["epoch"] for h in longer["validation_history"]] == [1, 2, 3, 4]
     assert longer["validation_history"] == pytest.approx(straight["validation_history"])
+
+
+@pytest.mark.slow
+def test_train_on_valid_runs_no_validation_and_tests_the_last_weights(tmp_path):
+    with pytest.raises(ConfigError, match="data.train_on_valid"):
+        _cfg(tmp_path, "data.train_on_valid=true")  # validation metrics would be of trained-on targets
+    record = loop.train(_cfg(tmp_path, "data.train_on_valid=true", "eval.splits=[test]", "train.epochs=2"))
+    assert record["validation_history"] == [] and record["best_epoch"] == record["epochs_run"] == 2
+    assert set(record["all_splits"]) == {"test"} and record["train_on_valid"]
+    # best_model.pt holds the last weights: re-evaluating it reproduces the record
+    again = loop.evaluate_run(os.path.join(tmp_path, "runs", record["run_name"]),
+                              [f"results_dir={tmp_path}/results", "train.progress=false"])
+    assert again["metrics"] == record["metrics"]
