@@ -82,6 +82,16 @@ class Recommender(nn.Module):
         """
         raise NotImplementedError(f"{type(self).__name__} ranks by score(), not recommend()")
 
+    def token_counts(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int] | None:
+        """(real tokens as a 0-dim tensor, positions computed) of a training batch: the loop's padding ratio and
+        real tokens/s. Read from ``attention_mask``, packed ``doc_ids`` (-1 = empty), or the 0-padded ``input`` /
+        ``history``; None where a batch has none of them."""
+        for key, pad in (("attention_mask", 0), ("doc_ids", -1), ("input", 0), ("history", 0)):
+            if key in batch:
+                x = batch[key]
+                return (x != pad).sum(), x.numel()
+        return None
+
     def record_extras(self, run_dir: str, write: bool = True) -> dict:
         """Extra fields for the result record, called after testing on every process with whole weights (under
         FSDP too); files (e.g. a saved adapter) are written only where ``write`` (the main process)."""

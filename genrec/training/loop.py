@@ -227,7 +227,8 @@ def setup(cfg: ExperimentConfig) -> Run:
     run.ckpt = Checkpointer(run_dir, accelerator)
     run.inputs = input_fingerprints(data, ctx)
     run.state = {"epoch": 0, "batch_in_epoch": 0, "global_step": 0, "best": -1.0, "best_epoch": -1, "bad_evals": 0,
-                 "history": [], "done": False, "train_seconds": 0.0, "inputs": run.inputs}
+                 "history": [], "done": False, "train_seconds": 0.0, "inputs": run.inputs,
+                 "step_seconds": 0.0, "real_tokens": 0, "computed_tokens": 0}
     if accelerator.is_main_process:
         run.ckpt.recover()
     accelerator.wait_for_everyone()
@@ -271,6 +272,7 @@ def fit(run: Run) -> None:
     tc, state, accelerator, model = run.cfg.train, run.state, run.accelerator, run.model
     optimizer, scheduler = run.optimizer, run.scheduler
     seg = {"t": time.time()}
+    tokens = _TokenMeter(run)
 
     def save(**changes):
         state.update(changes)
@@ -288,7 +290,9 @@ def fit(run: Run) -> None:
         bar = tqdm(batches, desc=f"epoch {epoch + 1}", initial=skip, total=len(loader),  # epochs count from 1
                    disable=not (tc.progress and accelerator.is_local_main_process and interactive()), leave=False)
         running, n_running = 0.0, 0  # a device tensor between logs: reading it back is the step's only host sync
+        tokens.start()
         for i, batch in enumerate(bar, start=skip):
+            tokens.add(batch)
             with accelerator.accumulate(model):
                 out = model(batch)
                 accelerator.backward(out.loss)
@@ -308,10 +312,12 @@ def fit(run: Run) -> None:
                     accelerator.log({"train/loss": loss, "train/lr": scheduler.get_last_lr()[0]},
                                     step=state["global_step"])
                 if tc.checkpoint_steps and state["global_step"] % tc.checkpoint_steps == 0:
+                    tokens.flush()
                     save(batch_in_epoch=i + 1)
                 if tc.max_steps and state["global_step"] >= tc.max_steps:
                     state["done"] = True
                     break
+        tokens.flush(report_epoch=epoch + 1)
         state["epoch"], state["batch_in_epoch"] = epoch + 1, 0
         validates = (epoch + 1) % tc.eval_every == 0 or state["done"] or epoch + 1 == tc.epochs
         if validates and not run.cfg.data.train_on_valid:  # trained-on validation targets select nothing
@@ -325,6 +331,54 @@ def fit(run: Run) -> None:
             save()
     if not state["done"]:  # ran out of epochs: mark the run finished so a re-run only re-evaluates
         save(done=True)
+
+
+class _TokenMeter:
+    """Real vs computed (padded) training tokens and the seconds spent in training steps, kept in the run state
+    (``real_tokens``, ``computed_tokens``, ``step_seconds``: a resumed run goes on counting). Counts stay on the
+    device between flushes, so a step reads nothing back; a flush sums them over processes."""
+
+    def __init__(self, run: Run):
+        self.run, self.real, self.computed, self.t = run, None, 0, time.time()
+
+    def start(self) -> None:
+        self.t = time.time()
+
+    def add(self, batch: dict) -> None:
+        counts = self.run.accelerator.unwrap_model(self.run.model).token_counts(batch)
+        if counts is not None:
+            self.real = counts[0] if self.real is None else self.real + counts[0]
+            self.computed += counts[1]
+
+    def flush(self, report_epoch: int = 0) -> None:
+        """Move the counts into the state (every process calls it: the sum over processes is collective)."""
+        state, accelerator = self.run.state, self.run.accelerator
+        state["step_seconds"] = state.get("step_seconds", 0.0) + time.time() - self.t
+        self.t = time.time()
+        device = accelerator.device
+        counts = torch.stack([(self.real if self.real is not None else torch.zeros((), device=device)).to(
+            device, torch.float64), torch.tensor(float(self.computed), device=device, dtype=torch.float64)])
+        real, computed = (int(v) for v in accelerator.reduce(counts, "sum").tolist())
+        state["real_tokens"] = state.get("real_tokens", 0) + real
+        state["computed_tokens"] = state.get("computed_tokens", 0) + computed
+        self.real, self.computed = None, 0
+        if report_epoch and state["real_tokens"]:
+            accelerator.print(f"epoch {report_epoch}: {_token_summary(state)}")
+
+
+def _token_fields(state: dict) -> dict:
+    """The record's training-throughput fields (real tokens exclude padding; seconds are training steps only)."""
+    real, computed, secs = state.get("real_tokens", 0), state.get("computed_tokens", 0), state.get("step_seconds", 0)
+    if not real:
+        return {"real_tokens": None, "padding_ratio": None, "real_tokens_per_s": None}
+    return {"real_tokens": real, "computed_tokens": computed, "padding_ratio": round(computed / real, 3),
+            "step_seconds": round(secs, 1), "real_tokens_per_s": round(real / secs, 1) if secs else None}
+
+
+def _token_summary(state: dict) -> str:
+    f = _token_fields(state)
+    return (f"{f['real_tokens']:,} real tokens so far, {f['real_tokens_per_s']} real tokens/s in training steps, "
+            f"computed/real {f['padding_ratio']}")
 
 
 def _validate(run: Run, epoch: int) -> None:
@@ -381,6 +435,7 @@ def make_record(run: Run, results: dict) -> dict:
         "training_finished": state.get("finished_by_user_at_epoch") is None,
         "global_steps": state["global_step"],
         "train_seconds": round(state["train_seconds"], 1),
+        **_token_fields(state),  # real (unpadded) training tokens, computed/real, real tokens/s of the steps
         "wall_seconds": round(time.time() - run.t0, 1),
         "num_params": sum(p.numel() for p in net.parameters()),
         "trainable_params": sum(p.numel() for p in net.parameters() if p.requires_grad),

@@ -5,6 +5,7 @@ import os
 import pytest
 
 from genrec.config import ConfigError, load_config
+from genrec.data import SequenceDataset, Split
 from genrec.training import loop
 
 
@@ -57,6 +58,8 @@ def test_killed_run_resumes_and_matches_uninterrupted(tmp_path, monkeypatch):
     assert [h["epoch"] for h in resumed["validation_history"]] == [1, 2, 3, 4]
     assert resumed["metrics"] == pytest.approx(reference["metrics"])
     assert resumed["validation_history"] == pytest.approx(reference["validation_history"])
+    assert (resumed["real_tokens"], resumed["computed_tokens"]) == (reference["real_tokens"],
+                                                                    reference["computed_tokens"])
 
 
 @pytest.mark.slow
@@ -99,3 +102,15 @@ def test_train_on_valid_runs_no_validation_and_tests_the_last_weights(tmp_path):
     again = loop.evaluate_run(os.path.join(tmp_path, "runs", record["run_name"]),
                               [f"results_dir={tmp_path}/results", "train.progress=false"])
     assert again["metrics"] == record["metrics"]
+
+
+@pytest.mark.slow
+def test_record_counts_every_real_and_computed_training_token(tmp_path):
+    cfg = _cfg(tmp_path, "train.epochs=2", "train.patience=100")
+    record = loop.train(cfg)
+    rows = SequenceDataset(Split(loop.load_dataset(cfg.data), cfg.data.max_history))
+    real = sum(int((rows[i]["input"] != 0).sum()) for i in range(len(rows)))
+    assert record["real_tokens"] == 2 * real  # every row once per epoch, padding excluded
+    assert record["computed_tokens"] == 2 * len(rows) * cfg.data.max_history
+    assert record["padding_ratio"] == round(record["computed_tokens"] / record["real_tokens"], 3)
+    assert 0 < record["step_seconds"] <= record["train_seconds"] and record["real_tokens_per_s"] > 0
