@@ -334,11 +334,17 @@ def summarize(table: Table, jobs: list[Job]) -> list[dict]:
         for m in table.metrics:
             vals = [r["metrics"][m] for r in records if m in r.get("metrics", {})]
             row[m], row[f"{m}_se"] = mean_se(vals) if vals else (None, None)
+            if len(records) == 1 and f"{m}_se" in records[0]["metrics"]:  # one seed: the s.e. over test users
+                row[f"{m}_se"] = records[0]["metrics"][f"{m}_se"]
+                row["user_se"] = True
         if records:
             row["user_subset"] = sorted({r.get("user_subset") or 0 for r in records})
             row["users_evaluated"] = sorted({r.get("users_evaluated") for r in records})
             row["epochs_run"] = [r.get("epochs_run") for r in records]
             row["train_seconds"] = [r.get("train_seconds") for r in records]
+            for key in ("real_tokens_per_s", "adapter_mb"):
+                if any(r.get(key) is not None for r in records):
+                    row[key] = [r.get(key) for r in records]
             row["devices"] = sorted({r.get("device", "?") for r in records})
         rows.append(row)
         pub = cell.published or cell.label
@@ -371,8 +377,12 @@ def to_markdown(table: Table, rows: list[dict]) -> str:
     out = [f"# {table.title or table.name}", ""]
     if table.protocol:
         out += [f"Protocol: {table.protocol}", ""]
-    out += [f"Ours: mean ± standard error (sample s.d. / √n) over seeds [{seeds}]; n is the number of seeds with a "
-            f"result. Published rows are the authors' own numbers, copied from the paper and labelled by source.", ""]
+    legend = (f"Ours: mean ± standard error (sample s.d. / √n) over seeds [{seeds}]; n is the number of seeds with a "
+              f"result. Published rows are the authors' own numbers, copied from the paper and labelled by source.")
+    if any(r.get("user_se") for r in rows):
+        legend += (" With one seed, recall's ± is its binomial standard error over the test users (√(r(1-r)/users), "
+                   "from the record); NDCG has none.")
+    out += [legend, ""]
     out += ["| Row | Source | n | " + " | ".join(table.metrics) + " |", "|---" * (3 + len(table.metrics)) + "|"]
     for r in rows:
         if r["source"] == "ours":
@@ -404,7 +414,10 @@ def to_markdown(table: Table, rows: list[dict]) -> str:
     out += ["", f"Table file: `{table.path}`. Records: `<results_dir>/runs/<dataset>/<run name>.json`; runs "
                 f"(epochs run, training seconds per seed):", ""]
     for r in ours:
-        stats = f" (epochs {r['epochs_run']}, train s {r['train_seconds']})" if r["n"] else ""
+        stats = f" (epochs {r['epochs_run']}, train s {r['train_seconds']}" if r["n"] else ""
+        if r["n"]:
+            stats += "".join(f", {name} {r[key]}" for key, name in (("real_tokens_per_s", "real tokens/s"),
+                                                                     ("adapter_mb", "adapter MB")) if key in r) + ")"
         out.append(f"- {r['cell']}: " + ", ".join(f"`{n}`" for n in r["runs"]) + stats)
     return "\n".join(out) + "\n"
 

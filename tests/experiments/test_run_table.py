@@ -181,3 +181,15 @@ def test_run_table_missing_accelerate_config_fails_up_front(table, tmp_path, cap
     assert f"accelerate config {tmp_path / 'none.yaml'} does not exist" in capsys.readouterr().err
     assert run_table.main([*args, "--dry-run"]) == 0  # the dry run still prints the commands, with a note
     assert not os.path.exists(tmp_path / "runs")
+
+
+def test_one_seed_rows_show_the_records_binomial_standard_error(table, tmp_path):
+    t = run_table.load_table(table)
+    jobs = run_table.plan(t, cells=["Small"], seeds=[0], results_dir=str(tmp_path / "res"))
+    values = {("Small", 0): {"recall@10": 0.1, "ndcg@10": 0.05, "recall@10_se": 0.0212}}
+    launch, _ = fake_launcher(jobs, values)
+    run_table.execute(jobs, launch=launch, echo=lambda s: None)
+    rows = run_table.summarize(t, jobs)
+    assert rows[0]["n"] == 1 and rows[0]["recall@10_se"] == 0.0212 and rows[0]["ndcg@10_se"] is None
+    md = run_table.to_markdown(t, rows)
+    assert "| Small | ours | 1 | 0.1000 ± 0.0212 | 0.0500 |" in md and "binomial standard error" in md
