@@ -48,8 +48,10 @@ def _module_name(model: nn.Module, module: nn.Module) -> str:
 
 
 def has_tied_head(lm) -> bool:
+    """Whether the output head shares the input embedding's weight (also under peft's trainable-token wrappers)."""
     out = lm.get_output_embeddings()
-    return out is not None and out.weight is lm.get_input_embeddings().weight
+    unwrap = lambda m: getattr(m, "original_module", m)  # noqa: E731 (peft's TrainableTokensWrapper)
+    return out is not None and unwrap(out).weight is unwrap(lm.get_input_embeddings()).weight
 
 
 def load_base(name: str, dtype: str = "float32"):
@@ -346,10 +348,12 @@ class LLMRecommender(SidModel):
     def level_logits(self, h: torch.Tensor, level: int) -> torch.Tensor:
         """(P, D) hidden states -> (P, K_level) logits of that level's code tokens only."""
         ids = self.tokens.level_ids[level].to(h.device)
-        if has_tied_head(self.lm.get_base_model() if hasattr(self.lm, "get_base_model") else self.lm):
-            rows = self.lm.get_input_embeddings()(ids)  # the adapted rows (peft's trainable tokens included)
-            return h @ rows.to(h.dtype).T
-        return self.lm.get_output_embeddings()(h)[..., ids]  # an untied head: its full output, sliced
+        with torch.autocast(h.device.type, enabled=False):  # fp32 scores: bf16 would tie close codes in beams
+            if has_tied_head(self.lm.get_base_model() if hasattr(self.lm, "get_base_model") else self.lm):
+                rows = self.lm.get_input_embeddings()(ids)  # the adapted rows (peft's trainable tokens included)
+                return h.float() @ rows.float().T
+            head = self.lm.get_output_embeddings()  # an untied head: its full output, sliced
+            return head(h.to(head.weight.dtype))[..., ids].float()
 
     def sid_loss(self, h: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Mean over labelled code positions of the cross-entropy over the position's level codes.

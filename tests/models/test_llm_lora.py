@@ -384,3 +384,33 @@ def test_sid_head_recommend_equals_brute_force_per_level_softmax(tmp_path):
     top = ref.topk(8, dim=1)
     assert torch.allclose(scores, top.values, atol=1e-4)
     assert torch.allclose(ref.gather(1, items - 1), scores, atol=1e-4)
+
+
+def test_sid_head_scores_in_fp32_under_bf16_autocast(tmp_path):
+    """Training and evaluation run the body under train.precision=bf16; the code scores stay fp32 (no ties)."""
+    model = LLMRecommender.build(llm_cfg(tiny_base(tmp_path, "llama"), head="sid"), tiny_codes(), SIZES, TITLES)
+    h = torch.randn(4, model.lm.config.hidden_size)
+    with torch.no_grad():
+        exact = model.level_logits(h, 1)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mixed = model.level_logits(h.bfloat16(), 1)
+            loss = model(model.collate([{"history": h_, "target": t} for h_, t in
+                                        zip(batch_of()["history"], batch_of()["target"].tolist())])).loss
+    assert mixed.dtype == exact.dtype == torch.float32
+    assert torch.allclose(mixed, model.level_logits(h.bfloat16().float(), 1))  # only the input was rounded
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+
+
+@pytest.mark.parametrize("family,tied", [("llama", True), ("qwen2", False)])
+def test_tied_head_is_seen_through_peft_wrappers(tmp_path, family, tied):
+    """The SID head scores a tied model's code rows only (a few hundred), never its whole vocabulary."""
+    model = LLMRecommender.build(llm_cfg(tiny_base(tmp_path, family), head="sid"), tiny_codes(), SIZES, TITLES)
+    assert has_tied_head(model.lm.get_base_model()) is tied
+    if tied:  # the head is not called at all: only the adapted input rows of the level's codes are read
+        head = model.lm.get_base_model().get_output_embeddings()
+        calls = []
+        handle = head.register_forward_hook(lambda *a: calls.append(1))
+        model(model.collate([{"history": h, "target": t} for h, t in
+                             zip(batch_of()["history"], batch_of()["target"].tolist())])).loss.backward()
+        handle.remove()
+        assert not calls
