@@ -92,7 +92,7 @@ def main(argv=None) -> None:
         results.append({"head": head, "precision": prec, "batching": batching, "median_step_s": round(med, 3),
                         "real_tokens_per_step": real, "padded_tokens_per_step": padded,
                         "real_tokens_per_s": round(real / med, 1)})
-        print(f"{head:4s} {prec:4s} {batching:8s} step {med:6.2f} s  real {real:5d} / padded {padded:5d} tokens  "
+        print(f"{head:4s} {prec:4s} {batching:8s} step {med:6.2f} s  real {real:5.0f} / padded {padded:5.0f} tokens  "
               f"{real / med:8.1f} real tokens/s", flush=True)
     out = args.out or os.path.join(ROOT, "results", "bench", f"llm_step_{device.type}.json")
     print(write_record(out, {
