@@ -226,8 +226,8 @@ class LLMConfig:
     token_init: str = "mean"  # new token rows: mean (of all rows) | titles (of the title tokens of the code's items)
     token_init_noise: float = 0.01  # new token rows = init + noise * std * N(0, 1)
     # full: cross-entropy over the whole vocabulary (and recommend's log-softmax over it, sliced to a level's codes);
-    # sid: each labelled position scored only against its level's code rows (no EOS, no text tokens) in training
-    # and in recommend (log-softmax over the level's codes)
+    # sid: each code label scored only against its level's code rows in training and in recommend (log-softmax
+    # over the level's codes); text labels (id2title's titles) over the whole vocabulary; EOS labels left out
     head: str = "full"
 
 

@@ -356,20 +356,29 @@ class LLMRecommender(SidModel):
             return head(h.to(head.weight.dtype))[..., ids].float()
 
     def sid_loss(self, h: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Mean over labelled code positions of the cross-entropy over the position's level codes.
+        """Mean over labelled positions: a code label's cross-entropy over its level's codes; a text label's (the
+        titles of ``id2title``) over the whole vocabulary. EOS labels are left out (an ID's end is known, and
+        ``recommend`` never generates text).
 
         Args:
-            h: (B, R, D) states that predict ``target`` (B, R); labels that are not code tokens (EOS, text,
-                ignored) are left out.
+            h: (B, R, D) states that predict ``target`` (B, R) (``IGNORE_INDEX`` where nothing is scored).
         """
         total, count = h.new_zeros((), dtype=torch.float), 0
+        is_code = torch.zeros_like(target, dtype=torch.bool)
         for level, ids in enumerate(self.tokens.level_ids):
             lo = int(ids[0])
             sel = (target >= lo) & (target < lo + len(ids))
+            is_code |= sel
             if bool(sel.any()):
                 logits = self.level_logits(h[sel], level).float()
                 total = total + nn.functional.cross_entropy(logits, target[sel] - lo, reduction="sum")
                 count += int(sel.sum())
+        text = (target != IGNORE_INDEX) & ~is_code & (target != self.tokenizer.eos_token_id)
+        if bool(text.any()):  # only batches with alignment-task titles pay for the full head
+            head = self.lm.get_output_embeddings()
+            logits = head(h[text].to(head.weight.dtype)).float()
+            total = total + nn.functional.cross_entropy(logits, target[text], reduction="sum")
+            count += int(text.sum())
         return total / max(count, 1)
 
     # ------------------------------------------------------------------ retrieval

@@ -5,6 +5,7 @@ import time
 
 import pytest
 import torch
+from torch import nn
 
 pytest.importorskip("peft")
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM  # noqa: E402
@@ -414,3 +415,28 @@ def test_tied_head_is_seen_through_peft_wrappers(tmp_path, family, tied):
                              zip(batch_of()["history"], batch_of()["target"].tolist())])).loss.backward()
         handle.remove()
         assert not calls
+
+
+def test_sid_head_trains_title_responses_over_the_whole_vocabulary(tmp_path):
+    """id2title's responses are text: the SID head scores them over every token (EOS left out), not never."""
+    model = LLMRecommender.build(llm_cfg(tiny_base(tmp_path, "llama"), head="sid",
+                                         tasks={"seqrec": 1.0, "id2title": 1.0}), tiny_codes(), SIZES, TITLES)
+    batch = model.collate([{"task": "seqrec", "history": torch.tensor([0, 0, 3, 4]), "item": 7},
+                           {"task": "id2title", "history": None, "item": 1}])
+    loss = model(batch).loss
+    ids, mask, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    logits = model.lm(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False).logits[:, :-1].float()
+    target = labels[:, 1:]
+    nll, n = 0.0, 0
+    for level_ids in model.tokens.level_ids:  # codes: renormalised over their level
+        sel = torch.isin(target, level_ids)
+        lp = torch.log_softmax(logits[sel][:, level_ids], -1)
+        nll += -lp.gather(1, (target[sel] - int(level_ids[0]))[:, None]).sum()
+        n += int(sel.sum())
+    code_ids = torch.cat(list(model.tokens.level_ids))
+    text = (target != IGNORE_INDEX) & ~torch.isin(target, code_ids) & (target != model.tokenizer.eos_token_id)
+    title = model.tokenizer(" red lipstick", add_special_tokens=False)["input_ids"]
+    assert target[1][text[1]].tolist() == title and not text[0].any()
+    nll += nn.functional.cross_entropy(logits[text], target[text], reduction="sum")
+    assert torch.allclose(loss, nll / (n + len(title)), atol=1e-5)
