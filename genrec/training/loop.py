@@ -311,6 +311,9 @@ def fit(run: Run) -> None:
                     bar.set_postfix(loss=f"{loss:.4f}")
                     accelerator.log({"train/loss": loss, "train/lr": scheduler.get_last_lr()[0]},
                                     step=state["global_step"])
+                    if bar.disable:  # no progress bar (a log file, train.progress=false): one line per log
+                        accelerator.print(f"step {state['global_step']} (epoch {epoch + 1}, batch {i + 1}/"
+                                          f"{len(loader)}): loss {loss:.4f}, lr {scheduler.get_last_lr()[0]:.2e}")
                 if tc.checkpoint_steps and state["global_step"] % tc.checkpoint_steps == 0:
                     tokens.flush()
                     save(batch_in_epoch=i + 1)
