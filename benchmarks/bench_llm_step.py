@@ -55,6 +55,8 @@ def main(argv=None) -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--heads", default="full,sid")
     p.add_argument("--precisions", default="fp32,bf16")
+    p.add_argument("--profile", type=int, default=0, metavar="N",
+                   help="also profile one timed step per variant (torch.profiler) and record its N costliest ops")
     p.add_argument("--out", default=None, help="default results/bench/llm_step_<device type>.json")
     p.add_argument("overrides", nargs="*", help="dotted config overrides, e.g. data.max_history=10")
     args = p.parse_args(argv)
@@ -83,6 +85,17 @@ def main(argv=None) -> None:
     for step in range(n):  # interleaved: variant after variant, step by step
         for (head, prec, batching), v in variants.items():
             v["times"].append(train_step_seconds(v["model"], v["opt"], v["rows"][step], device, prec == "bf16")[0])
+    profiles = {}
+    for (head, prec, batching), v in variants.items() if args.profile else ():
+        with torch.profiler.profile() as prof:
+            train_step_seconds(v["model"], v["opt"], v["rows"][-1], device, prec == "bf16")
+        ops = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+        total = sum(e.self_cpu_time_total for e in ops)
+        profiles[f"{head}/{prec}/{batching}"] = [
+            {"op": e.key, "self_cpu_share": round(e.self_cpu_time_total / total, 3), "calls": e.count}
+            for e in ops[:args.profile]]
+        print(f"{head} {prec} {batching}: " + ", ".join(f"{o['op']} {o['self_cpu_share']:.0%}"
+                                                     for o in profiles[f"{head}/{prec}/{batching}"]), flush=True)
     results = []
     for (head, prec, batching), v in variants.items():
         timed = range(args.warmup, n)
@@ -100,7 +113,7 @@ def main(argv=None) -> None:
         "cpu_bf16_flags": cpu_bf16_flags(), "dataset": cfg.data.name, "base_model": cfg.model.llm.base,
         "tasks": dict(cfg.model.llm.tasks), "batch_size": args.batch_size, "steps_timed": args.steps,
         "threads": args.threads if device.type == "cpu" else None, "lora_r": cfg.model.llm.lora.r,
-        "results": results}))
+        "results": results, **({"profile_self_cpu": profiles} if profiles else {})}))
 
 
 if __name__ == "__main__":
