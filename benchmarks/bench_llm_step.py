@@ -111,7 +111,8 @@ def main(argv=None) -> None:
     print(write_record(out, {
         "benchmark": "llm fine-tune step: head x precision x batching", "device": device_description(device),
         "cpu_bf16_flags": cpu_bf16_flags(), "dataset": cfg.data.name, "base_model": cfg.model.llm.base,
-        "tasks": dict(cfg.model.llm.tasks), "batch_size": args.batch_size, "steps_timed": args.steps, "warmup_steps": args.warmup,
+        "tasks": dict(cfg.model.llm.tasks), "batch_size": args.batch_size, "steps_timed": args.steps,
+        "warmup_steps": args.warmup,
         "threads": args.threads if device.type == "cpu" else None, "lora_r": cfg.model.llm.lora.r,
         "results": results, **({"profile_self_cpu": profiles} if profiles else {})}))
 

@@ -342,15 +342,17 @@ class _TokenMeter:
     device between flushes, so a step reads nothing back; a flush sums them over processes."""
 
     def __init__(self, run: Run):
-        self.run, self.real, self.computed, self.t = run, None, 0, time.time()
+        self.run, self.net = run, run.accelerator.unwrap_model(run.model)
+        self.real = torch.zeros((), dtype=torch.long, device=run.accelerator.device)
+        self.computed, self.t = 0, time.time()
 
     def start(self) -> None:
         self.t = time.time()
 
     def add(self, batch: dict) -> None:
-        counts = self.run.accelerator.unwrap_model(self.run.model).token_counts(batch)
+        counts = self.net.token_counts(batch)
         if counts is not None:
-            self.real = counts[0] if self.real is None else self.real + counts[0]
+            self.real += counts[0].to(self.real.device)
             self.computed += counts[1]
 
     def flush(self, report_epoch: int = 0) -> None:
@@ -358,13 +360,12 @@ class _TokenMeter:
         state, accelerator = self.run.state, self.run.accelerator
         state["step_seconds"] = state.get("step_seconds", 0.0) + time.time() - self.t
         self.t = time.time()
-        device = accelerator.device
-        counts = torch.stack([(self.real if self.real is not None else torch.zeros((), device=device)).to(
-            device, torch.float64), torch.tensor(float(self.computed), device=device, dtype=torch.float64)])
-        real, computed = (int(v) for v in accelerator.reduce(counts, "sum").tolist())
+        counts = torch.stack([self.real, torch.tensor(self.computed, device=self.real.device)])
+        real, computed = accelerator.reduce(counts, "sum").tolist()
         state["real_tokens"] = state.get("real_tokens", 0) + real
         state["computed_tokens"] = state.get("computed_tokens", 0) + computed
-        self.real, self.computed = None, 0
+        self.real.zero_()
+        self.computed = 0
         if report_epoch and state["real_tokens"]:
             accelerator.print(f"epoch {report_epoch}: {_token_summary(state)}")
 
@@ -372,10 +373,9 @@ class _TokenMeter:
 def _token_fields(state: dict) -> dict:
     """The record's training-throughput fields (real tokens exclude padding; seconds are training steps only)."""
     real, computed, secs = state.get("real_tokens", 0), state.get("computed_tokens", 0), state.get("step_seconds", 0)
-    if not real:
-        return {"real_tokens": None, "padding_ratio": None, "real_tokens_per_s": None}
-    return {"real_tokens": real, "computed_tokens": computed, "padding_ratio": round(computed / real, 3),
-            "step_seconds": round(secs, 1), "real_tokens_per_s": round(real / secs, 1) if secs else None}
+    return {"real_tokens": real or None, "computed_tokens": computed or None,
+            "padding_ratio": round(computed / real, 3) if real else None, "step_seconds": round(secs, 1),
+            "real_tokens_per_s": round(real / secs, 1) if real and secs else None}
 
 
 def _token_summary(state: dict) -> str:
