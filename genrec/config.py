@@ -211,7 +211,9 @@ class LoRAConfig:
 @dataclass
 class LLMConfig:
     base: str = "smollm2"  # local folder, hub name, or "smollm2" (the offline default package)
-    dtype: str = "float32"  # weights as loaded: float32 | bfloat16 | float16 (train.precision sets autocast)
+    # the base's weights as loaded: float32 | bfloat16 | float16 (train.precision sets autocast). With LoRA, the adapter
+    # weights and new token rows stay fp32 master weights whatever the base holds (peft upcasts them)
+    dtype: str = "float32"
     lora: LoRAConfig = field(default_factory=LoRAConfig)
     # task -> passes over its pool per epoch: seqrec | seqrec_with_titles (training examples), title2id | id2title (items)
     tasks: dict[str, float] = field(default_factory=lambda: {"seqrec": 1.0})

@@ -440,3 +440,31 @@ def test_sid_head_trains_title_responses_over_the_whole_vocabulary(tmp_path):
     assert target[1][text[1]].tolist() == title and not text[0].any()
     nll += nn.functional.cross_entropy(logits[text], target[text], reduction="sum")
     assert torch.allclose(loss, nll / (n + len(title)), atol=1e-5)
+
+
+def test_bf16_base_keeps_trainable_weights_fp32_and_the_fp32_base_loss(tmp_path):
+    """model.llm.dtype=bfloat16 halves the frozen base; LoRA weights and the new token rows stay fp32 master weights
+    (bf16 Adam updates of ~1e-4 would round away), and under bf16 autocast the loss is the fp32 base's to bf16
+    rounding (autocast casts the matmul weights to bf16 either way)."""
+    base = tiny_base(tmp_path, "llama")
+    models = {}
+    for dtype in ("float32", "bfloat16"):
+        torch.manual_seed(0)
+        models[dtype] = LLMRecommender.build(llm_cfg(base, dtype=dtype, head="sid"), tiny_codes(), SIZES, TITLES)
+    half = models["bfloat16"]
+    trainable = {n: p.dtype for n, p in half.named_parameters() if p.requires_grad}
+    frozen = {p.dtype for p in half.parameters() if not p.requires_grad}
+    assert trainable and set(trainable.values()) == {torch.float32}
+    assert any("trainable_tokens_delta" in n for n in trainable) and frozen == {torch.bfloat16}
+    batch = half.collate([{"history": h, "target": t} for h, t in
+                          zip(batch_of()["history"], batch_of()["target"].tolist())])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        losses = {d: m(batch).loss for d, m in models.items()}
+    assert losses["bfloat16"].dtype == torch.float32
+    assert abs(losses["bfloat16"].item() - losses["float32"].item()) < 2e-2 * losses["float32"].item()
+    delta = next(p for n, p in half.named_parameters() if "trainable_tokens_delta" in n)
+    before = delta.detach().clone()
+    losses["bfloat16"].backward()
+    torch.optim.AdamW([p for p in half.parameters() if p.requires_grad], lr=1e-5).step()
+    moved = (delta.detach() - before).abs()
+    assert moved.max() > 0 and moved.max() < 2e-5  # a 1e-5 step lands in fp32; in bf16 it would round to 0
