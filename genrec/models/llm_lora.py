@@ -29,8 +29,9 @@ from torch import nn
 
 from ..config import LLMConfig, lookup
 from ..llm.pretrained import resolve_pretrained
-from ..llm.prompts import PACKED
-from ..llm.tasks import IGNORE_INDEX, TASK_POOLS, TaskMixture, TextRenderer, packed_example, pad_batch, tokenize_example
+from ..llm.prompts import PACKED, templates
+from ..llm.task_cache import TokenizedItemTasks
+from ..llm.tasks import IGNORE_INDEX, TaskMixture, TextRenderer, packed_example, pad_batch, tokenize_example
 from ..llm.tokens import SidTokenMap, add_sid_tokens
 from .base import ModelContext, Output
 from .vocab import SidModel, SidVocab
@@ -177,20 +178,28 @@ class LLMRecommender(SidModel):
             raise ValueError("the tokenizer's semantic-ID tokens are not one contiguous block, level-major "
                              "(genrec.llm.tokens.add_sid_tokens adds them so); rebuild it from the base model")
         self.vocab = SidVocab(sid_codes, codebook_sizes, num_special=first, owner="model.kind='llm'")
-        self.renderer = TextRenderer(self.vocab.cpu_codes, item_texts, llm.max_title_words)
+        self.templates = templates(llm.prompts)  # built-in tasks + model.llm.prompts
+        self.task_pools = {name: tpl.pool for name, tpl in self.templates.items()}
+        self.renderer = TextRenderer(self.vocab.cpu_codes, item_texts, llm.max_title_words, self.templates)
         self.beam_size, self.seed = beam_size, seed
         self.eval_task = "seqrec_with_titles" if llm.with_titles else "seqrec"
-        if llm.tasks and not any(TASK_POOLS.get(t) == "sequences" for t in llm.tasks):
+        for task in llm.tasks:
+            lookup(self.task_pools, task, field="model.llm.tasks")
+        if llm.tasks and not any(self.task_pools[t] == "sequences" for t in llm.tasks):
             raise ValueError(f"model.llm.tasks={dict(llm.tasks)} has no sequential-recommendation task; add "
                              f"{self.eval_task}: 1.0 (the prompt recommend() uses)")
         lookup(LOSS_ON, llm.loss_on, field="model.llm.loss_on")
         lookup({"full": 1, "sid": 1}, llm.head, field="model.llm.head")
         self.packed = llm.loss_on == "all"
+        self._item_rows = None  # the item tasks' tokenised rows, built with the training data
         if self.packed:
-            other = [t for t, w in llm.tasks.items() if TASK_POOLS.get(t) == "sequences" and t != "seqrec" and w > 0]
+            other = [t for t, w in llm.tasks.items() if self.task_pools[t] == "sequences" and t != "seqrec" and w > 0]
             if llm.with_titles or other:
                 raise ValueError(f"model.llm.loss_on='all' packs the seqrec task only; got with_titles="
                                  f"{llm.with_titles}, tasks {other} (set loss_on=target for titled histories)")
+            if "seqrec" in llm.prompts:
+                raise ValueError("model.llm.prompts.seqrec has no effect with model.llm.loss_on='all' (packed rows "
+                                 "follow genrec.llm.prompts.PACKED); drop it or set loss_on=target")
             self._header = tokenizer(PACKED.header, add_special_tokens=False)["input_ids"]
             self._sep = tokenizer(PACKED.item_sep, add_special_tokens=False)["input_ids"]
             self._item_ids = self.vocab.item_tokens(torch.arange(self.vocab.num_items + 1), on_cpu=True).tolist()
@@ -290,8 +299,12 @@ class LLMRecommender(SidModel):
             next_item = split
         else:
             next_item = UserSequenceDataset(split) if self.packed else NextItemDataset(split)
-        titled = [i for i in range(1, len(self.renderer.titles)) if self.renderer.titles[i]]
-        return TaskMixture(next_item, titled, dict(self.llm.tasks), seed=self.seed)
+        items = {t: self.renderer.pool(t) for t in self.llm.tasks if self.task_pools[t] == "items"}
+        mixture = TaskMixture(next_item, items, dict(self.llm.tasks), seed=self.seed, task_pools=self.task_pools)
+        pairs = {(t, i) for t, i in mixture.index if self.task_pools[t] == "items"}
+        self._item_rows = (TokenizedItemTasks(self.renderer, self.tokenizer, sorted(pairs), self.llm.max_length,
+                                              self.llm.cache_dir) if pairs else None)
+        return mixture
 
     def collate(self, examples: list[dict]) -> dict[str, torch.Tensor]:
         """Render and tokenise examples: ``{"input_ids", "attention_mask", "labels"}`` (B, T), left-padded.
@@ -309,6 +322,9 @@ class LLMRecommender(SidModel):
                 items = [i for i in (history or []) if i > 0] + [item]
                 rows.append(packed_example(self._header, [self._item_ids[i] for i in items], self._sep,
                                            self.llm.max_length))
+                continue
+            if self._item_rows is not None and (task, item) in self._item_rows:  # tokenised once (datasets)
+                rows.append(self._item_rows[task, item])
                 continue
             prompt, response = self.renderer.render(task, history, item)
             rows.append(tokenize_example(self.tokenizer, prompt, response, self.llm.max_length))

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from genrec.llm.pretrained import OFFLINE_MODELS, resolve_pretrained
-from genrec.llm.prompts import PROMPTS
+from genrec.llm.prompts import PROMPTS, templates
 from genrec.llm.tasks import IGNORE_INDEX, TaskMixture, TextRenderer, packed_example, pad_batch, tokenize_example
 from genrec.llm.tokens import sid_string, sid_vocabulary
 
@@ -31,12 +31,12 @@ def test_render_tasks():
     assert "<a_12><b_7><c_1>" in prompt and response == " Red matte"
     with pytest.raises(ValueError, match="model.llm.tasks"):
         r.render("seqrek", [1], 2)
-    assert set(PROMPTS) == {"seqrec", "seqrec_with_titles", "title2id", "id2title"}
+    assert set(PROMPTS) == {"seqrec", "seqrec_with_titles", "title2id", "id2title", "desc2id"}
 
 
 def test_task_mixture_counts_and_errors():
     next_item = [{"history": torch.tensor([0, i]), "target": i + 1} for i in range(1, 11)]
-    ds = TaskMixture(next_item, titled=[1, 3], weights={"seqrec": 1.0, "title2id": 2.0, "id2title": 0.5}, seed=0)
+    ds = TaskMixture(next_item, items=[1, 3], weights={"seqrec": 1.0, "title2id": 2.0, "id2title": 0.5}, seed=0)
     tasks = [ds[i]["task"] for i in range(len(ds))]
     assert tasks.count("seqrec") == 10 and tasks.count("title2id") == 4 and tasks.count("id2title") == 1
     assert sorted(ds[i]["item"] for i in range(len(ds)) if tasks[i] == "title2id") == [1, 1, 3, 3]
@@ -44,8 +44,54 @@ def test_task_mixture_counts_and_errors():
         TaskMixture(next_item, [1], {"bogus": 1.0})
     with pytest.raises(ValueError, match=">= 0"):
         TaskMixture(next_item, [1], {"seqrec": -1.0})
+    with pytest.raises(ValueError, match="title2id=1.0: its pool is empty"):
+        TaskMixture(next_item, [], {"title2id": 1.0})  # never silently zero examples for a weighted task
     with pytest.raises(ValueError, match="no training examples"):
-        TaskMixture(next_item, [], {"title2id": 1.0})
+        TaskMixture(next_item, [1], {"seqrec": 0.0})
+
+
+META = [{"title": "Red lipstick", "brand": "Acme", "categories": [["Beauty", "Makeup", "Lips"]],
+         "description": "A long lasting matte red lipstick for every day"},
+        {"title": "Rose shampoo", "brand": "", "categories": [], "description": None},
+        {"title": "Soap", "brand": "Acme", "categories": ["Bath", "Soap"]}]
+
+
+def test_item_text_fields_render_and_set_each_tasks_pool():
+    r = TextRenderer(CODES, META, max_title_words=4)
+    assert r.fields(1) == {"sid": "<a_12><b_7><c_1>", "title": "Red lipstick", "brand": "Acme",
+                           "categories": "Beauty > Makeup > Lips", "description": "A long lasting matte"}
+    assert r.fields(3)["categories"] == "Bath > Soap"  # a flat list is one path
+    assert r.pool("title2id") == [1, 2, 3] and r.pool("desc2id") == [1]  # items with every field the task uses
+    prompt, response = r.render("desc2id", None, 1)
+    assert prompt == 'Which item is described as "A long lasting matte"?\nAnswer:' and response == "<a_12><b_7><c_1>"
+
+
+def test_a_task_is_data_from_the_config():
+    custom = templates({"brand2id": {"pool": "items", "prompt": "Which {brand} item is {title}?", "response": "{sid}"},
+                        "seqrec": {"prompt": "History: {history}. Next:", "response": "{sid}", "item_sep": ";"}})
+    r = TextRenderer(CODES, META, templates=custom)
+    assert r.render("brand2id", None, 3) == ("Which Acme item is Soap?", "<a_3><b_1><c_0>")
+    assert r.render("seqrec", [0, 1, 2], 3)[0] == "History: <a_12><b_7><c_1>;<a_3><b_0><c_0>. Next:"  # replaced
+    assert r.pool("brand2id") == [1, 3]
+    ds = TaskMixture([{"history": torch.tensor([0, 1]), "target": 2}], {"brand2id": r.pool("brand2id")},
+                     {"seqrec": 1.0, "brand2id": 1.0}, task_pools={n: t.pool for n, t in custom.items()})
+    assert sorted((ds[i]["task"], ds[i]["item"]) for i in range(len(ds))) == [("brand2id", 1), ("brand2id", 3),
+                                                                               ("seqrec", 2)]
+
+
+@pytest.mark.parametrize("spec,match", [
+    ({"pool": "items", "prompt": "{history}", "response": "{sid}"}, r"prompt uses \{history\}.*pool: sequences"),
+    ({"prompt": "{history} {colour}", "response": "{sid}"}, r"prompt uses \{colour\}"),
+    ({"prompt": "no history", "response": "{sid}"}, "has no {history}"),
+    ({"pool": "users", "prompt": "{history}", "response": "{sid}"}, "pool='users'"),
+    ({"prompt": "{history}", "respons": "{sid}"}, "unknown key 'respons'"),
+    ({"prompt": "{history}"}, "response is missing"),
+])
+def test_bad_task_templates_fail_naming_the_key(spec, match):
+    with pytest.raises(ValueError, match=r"model\.llm\.prompts\.t"):
+        templates({"t": spec})
+    with pytest.raises(ValueError, match=match):
+        templates({"t": spec})
 
 
 class CharTokenizer:
@@ -65,7 +111,7 @@ def test_task_mixture_lengths_follow_history_and_bucket_every_row_once():
             return np.array([int((e["history"] > 0).sum()) for e in self])
 
     next_item = NextItem({"history": torch.tensor([0] * (5 - i % 5) + [7] * (i % 5)), "target": 1} for i in range(20))
-    ds = TaskMixture(next_item, titled=[1, 3], weights={"seqrec": 1.0, "title2id": 1.0}, seed=0)
+    ds = TaskMixture(next_item, items=[1, 3], weights={"seqrec": 1.0, "title2id": 1.0}, seed=0)
     lengths = ds.lengths()
     for i in range(len(ds)):
         ex = ds[i]

@@ -67,7 +67,9 @@ TITLES = [{"title": t} for t in (["red lipstick", "blue shampoo", "soap", "cream
 def llm_cfg(base: str, **kw) -> LLMConfig:
     lora = LoRAConfig(r=4, alpha=8, dropout=0.0, target_modules=["q_proj", "v_proj", "up_proj"],
                       **kw.pop("lora", {}))
-    return LLMConfig(base=base, lora=lora, max_length=64, **kw)
+    kw.setdefault("cache_dir", "")  # tokenised item tasks in memory unless a test gives a folder
+    kw.setdefault("max_length", 64)
+    return LLMConfig(base=base, lora=lora, **kw)
 
 
 def batch_of(B: int = 3, T: int = 5) -> dict:
@@ -310,6 +312,11 @@ def test_packed_dataset_has_one_row_per_user_and_bad_settings_fail(tmp_path):
     with pytest.raises(ValueError, match="seqrec task only"):
         LLMRecommender.build(llm_cfg(base, loss_on="all", with_titles=True, tasks={"seqrec_with_titles": 1.0}),
                              tiny_codes(), SIZES, TITLES)
+    with pytest.raises(ValueError, match="model.llm.prompts.seqrec has no effect"):
+        LLMRecommender.build(llm_cfg(base, loss_on="all", prompts={"seqrec": {"prompt": "{history}", "response": "{sid}"}}),
+                             tiny_codes(), SIZES, TITLES)
+    with pytest.raises(ValueError, match=r"model.llm.tasks='titel2id'.*Did you mean 'title2id'"):
+        LLMRecommender.build(llm_cfg(base, tasks={"seqrec": 1.0, "titel2id": 1.0}), tiny_codes(), SIZES, TITLES)
 
 
 def smollm2_available() -> bool:
@@ -468,3 +475,44 @@ def test_bf16_base_keeps_trainable_weights_fp32_and_the_fp32_base_loss(tmp_path)
     torch.optim.AdamW([p for p in half.parameters() if p.requires_grad], lr=1e-5).step()
     moved = (delta.detach() - before).abs()
     assert moved.max() > 0 and moved.max() < 2e-5  # a 1e-5 step lands in fp32; in bf16 it would round to 0
+
+
+def test_item_tasks_tokenised_once_as_a_cached_dataset_equal_the_on_the_fly_rows(tmp_path):
+    """Item-task rows come from a Hugging Face datasets table (built once, cached by texts + tokenizer): the batches
+    equal rendering and tokenising each example; a second model with the same texts reuses the file, a changed
+    max_length writes a new one; a custom task from the config trains beside them."""
+    from genrec.data import Split
+    from genrec.data.interactions import InteractionData
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    seqs = [rng.integers(1, N + 1, size=int(rng.integers(4, 8))).astype(np.int64) for _ in range(6)]
+    items = [dict(t, description="gel oil brush red" if i % 3 else None, brand="acme" if i % 2 else "")
+             for i, t in enumerate(TITLES)]
+    data = InteractionData(name="t", sequences=seqs, users=np.arange(6), items=items)
+    cache = str(tmp_path / "cache")
+    kw = dict(tasks={"seqrec": 1.0, "title2id": 1.0, "id2title": 1.0, "desc2id": 1.0, "brand2id": 1.0},
+              prompts={"brand2id": {"pool": "items", "prompt": "what is {brand} {title} ?", "response": "{sid}"}})
+    base = tiny_base(tmp_path, "llama")
+
+    def build(**extra):
+        model = LLMRecommender.build(llm_cfg(base, **{**kw, **extra}), tiny_codes(), SIZES, items)
+        return model, model.train_dataset(Split(data, 5), None)
+
+    model, ds = build(cache_dir=cache)
+    examples = [ds[i] for i in range(len(ds))]
+    counts = {t: sum(e["task"] == t for e in examples) for t in kw["tasks"]}
+    assert counts["desc2id"] == sum(bool(it["description"]) for it in items)  # the fields its template uses
+    assert counts["brand2id"] == sum(bool(it["brand"]) and bool(it["title"]) for it in items)
+    assert len(model._item_rows) == sum(counts[t] for t in ("title2id", "id2title", "desc2id", "brand2id"))
+    assert not model._item_rows.cached and os.path.isfile(model._item_rows.path)
+    cached = model.collate(examples)
+    rows, model._item_rows = model._item_rows, None  # the reference: render + tokenise every example
+    fresh = model.collate(examples)
+    assert all(torch.equal(cached[k], fresh[k]) for k in fresh)
+    again, _ = build(cache_dir=cache)
+    assert again._item_rows.cached and again._item_rows.path == rows.path
+    assert all(torch.equal(again.collate(examples)[k], fresh[k]) for k in fresh)
+    other, _ = build(cache_dir=cache, max_length=48)
+    assert not other._item_rows.cached and other._item_rows.path != rows.path
+    assert torch.isfinite(model(cached).loss)
