@@ -105,6 +105,16 @@ def _cross_field(cfg) -> list[str]:
         sub = getattr(cfg.model, model)
         if cfg.model.kind == model and sub.dim % sub.heads:
             errors.append(f"model.{model}.dim={sub.dim} must be divisible by model.{model}.heads={sub.heads}")
+    if cfg.model.kind == "llm":  # task templates and names, before any data or model is loaded
+        from .config import lookup
+        from .llm.prompts import templates
+
+        try:
+            pools = templates(cfg.model.llm.prompts)
+            for task in cfg.model.llm.tasks:
+                lookup(pools, task, field="model.llm.tasks")
+        except ValueError as e:
+            errors.append(str(e))
     if cfg.train.compile and cfg.model.kind == "decoder" and cfg.model.decoder.pack:
         errors.append("train.compile=true needs model.decoder.pack=false: packing builds rows of data-dependent "
                       "shape on the host every step")

@@ -24,6 +24,7 @@ import string
 from dataclasses import dataclass, fields
 
 ITEM_FIELDS = ("sid", "title", "brand", "categories", "description")  # what a template may say about an item
+RECOMMEND_TASKS = ("seqrec", "seqrec_with_titles")  # the prompts recommend() renders (model.llm.with_titles)
 POOLS = ("sequences", "items")
 
 
@@ -60,6 +61,10 @@ def template_from_config(name: str, spec: dict) -> Template:
     for key in spec:
         if key not in keys:
             raise ValueError(f"{where}: unknown key {key!r}; expected {keys}")
+    for key, value in spec.items():
+        if not isinstance(value, str):
+            raise ValueError(f"{where}.{key} must be a string, got {value!r}; quote it, e.g. \"{{sid}}\" (YAML and "
+                             f"overrides read unquoted {{...}} as a mapping)")
     for key in ("prompt", "response"):
         if not str(spec.get(key) or "").strip():
             raise ValueError(f"{where}.{key} is missing or empty (a template needs a prompt and a response)")
@@ -130,9 +135,22 @@ PACKED = PackedLayout(header="A user bought these items, oldest first:")
 
 
 def templates(custom: dict | None = None) -> dict[str, Template]:
-    """The built-in templates with ``model.llm.prompts`` entries added or replacing them by name."""
-    return {**PROMPTS, **{name: template_from_config(name, dict(spec)) for name, spec in (custom or {}).items()}}
+    """The built-in templates with ``model.llm.prompts`` entries added or replacing them by name.
+
+    The recommendation prompts (``seqrec``, ``seqrec_with_titles``: the ones ``recommend`` renders, with no target)
+    must stay ``sequences`` templates whose prompt says nothing about the target item: a ``{sid}`` or ``{title}``
+    there would show the answer in training and be empty at inference.
+    """
+    out = {**PROMPTS, **{name: template_from_config(name, dict(spec)) for name, spec in (custom or {}).items()}}
+    for name in RECOMMEND_TASKS:
+        tpl = out[name]
+        leaked = sorted(_fields(tpl.prompt) - {"history"})
+        if tpl.pool != "sequences" or leaked:
+            raise ValueError(f"model.llm.prompts.{name}: recommend() prompts with it, so it needs pool: sequences "
+                             f"and a prompt without the target's fields; got pool {tpl.pool!r}, prompt fields "
+                             f"{leaked} (history items are written by history_item)")
+    return out
 
 
-__all__ = ["ITEM_FIELDS", "PACKED", "POOLS", "PROMPTS", "PackedLayout", "Template", "template_from_config",
+__all__ = ["ITEM_FIELDS", "PACKED", "POOLS", "PROMPTS", "RECOMMEND_TASKS", "PackedLayout", "Template", "template_from_config",
            "templates"]

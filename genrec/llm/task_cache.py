@@ -19,12 +19,14 @@ from .tasks import Tokenized, TextRenderer, join_tokens
 CACHE_VERSION = 1  # bump when the row layout or the truncation rule changes
 
 
-def tokenizer_fingerprint(tokenizer) -> str:
-    """A hash of the tokenizer's full state: a fast tokenizer's JSON (vocabulary, merges, added tokens), else its
-    vocabulary; plus its class and EOS."""
+def tokenizer_fingerprint(tokenizer) -> str | None:
+    """A hash of a fast tokenizer's full state (its JSON: normaliser, vocabulary, merges, added tokens), class and
+    EOS; None for a tokenizer without that serialisation (its rows are then never cached on disk: a vocabulary
+    alone does not decide its tokens)."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    state = backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items()))
-    h = hashlib.sha256(state.encode())
+    if backend is None:
+        return None
+    h = hashlib.sha256(backend.to_str().encode())
     h.update(f"{type(tokenizer).__name__}|{tokenizer.eos_token_id}".encode())
     return h.hexdigest()
 
@@ -37,7 +39,8 @@ class TokenizedItemTasks:
         tokenizer: a Hugging Face tokenizer (batched ``__call__``).
         pairs: the ``(task, item)`` pairs to hold (each item task's pool).
         max_length: as ``tokenize_example``.
-        cache_dir: folder of the arrow files; "" or None keeps the table in memory only.
+        cache_dir: folder of the arrow files; "" or None (or a tokenizer without a fast serialisation) keeps the
+            table in memory only.
     """
 
     def __init__(self, renderer: TextRenderer, tokenizer, pairs: Sequence[tuple[str, int]], max_length: int,
@@ -46,8 +49,9 @@ class TokenizedItemTasks:
 
         pairs = sorted(set((str(t), int(i)) for t, i in pairs))
         texts = [renderer.render(t, None, i) for t, i in pairs]
-        key = hashlib.sha256(json.dumps({"v": CACHE_VERSION, "tok": tokenizer_fingerprint(tokenizer),
-                                         "max_length": max_length, "texts": texts}).encode()).hexdigest()[:20]
+        tok = tokenizer_fingerprint(tokenizer)
+        key = hashlib.sha256(json.dumps({"v": CACHE_VERSION, "tok": tok, "max_length": max_length,
+                                         "texts": texts}).encode()).hexdigest()[:20]
         eos = tokenizer.eos_token_id
 
         def tokenize(batch):
@@ -58,7 +62,7 @@ class TokenizedItemTasks:
 
         table = datasets.Dataset.from_dict({"prompt": [p for p, _ in texts], "response": [r for _, r in texts]})
         path = None
-        if cache_dir:
+        if cache_dir and tok is not None:
             os.makedirs(cache_dir, exist_ok=True)
             path = os.path.join(cache_dir, f"item_tasks_{key}.arrow")
         self.cached = path is not None and os.path.isfile(path)

@@ -35,11 +35,13 @@ def clean_title(title, max_words: int) -> str | None:
 
 def item_text(row: dict | None, name: str, max_words: int) -> str | None:
     """An item's text field for prompts, cut to ``max_words`` words; None when absent or empty. ``categories``
-    (a list of category paths, as the Amazon metadata has it) reads as its first path, ``"A > B > C"``, whole."""
+    as the Amazon metadata has them (a list of category paths) read as the first path, ``"A > B > C"``, whole; a
+    flat list (genres) as ``"A, B"``."""
     value = (row or {}).get(name)
     if name == "categories" and isinstance(value, (list, tuple)):
-        path = value[0] if value and isinstance(value[0], (list, tuple)) else value
-        return " > ".join(" ".join(str(c).split()) for c in path if str(c).strip()) or None
+        nested = bool(value) and isinstance(value[0], (list, tuple))
+        parts = [" ".join(str(c).split()) for c in (value[0] if nested else value) if str(c).strip()]
+        return (" > " if nested else ", ").join(parts) or None
     return clean_title(value, max_words)
 
 
@@ -122,12 +124,15 @@ class TaskMixture(Dataset):
                 raise ValueError(f"model.llm.tasks.{task}={w}: its pool is empty (" + (
                     "no training examples)" if members is None else
                     "no item has every text field its template uses)"))
+            if w > 0 and n == 0:
+                raise ValueError(f"model.llm.tasks.{task}={w} gives 0 of its {size} examples; raise the weight or "
+                                 f"set it to 0")
             reps = [rng.permutation(size) for _ in range(math.ceil(n / size))] if size else []
             picks = np.concatenate(reps)[:n] if reps else np.zeros(0, dtype=np.int64)
             for i in picks:
                 index.append((task, int(i) if members is None else int(members[int(i)])))
         if not index:
-            raise ValueError(f"model.llm.tasks={weights} gives no training examples (zero weights)")
+            raise ValueError(f"model.llm.tasks={weights} gives no training examples (every weight is 0)")
         self.index = index
 
     def __len__(self) -> int:

@@ -8,7 +8,7 @@ from ..config import ExperimentConfig, to_dict
 
 # Keys that never change what a run computes: left out of run names and their hashes.
 _NAME_IGNORED = ("sources", "name", "output_dir", "results_dir", "train.progress", "train.threads", "train.resume",
-                 "train.finish", "train.trackers", "train.log_every", "train.checkpoint_steps")
+                 "train.finish", "train.trackers", "train.log_every", "train.checkpoint_steps", "model.llm.cache_dir")
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:

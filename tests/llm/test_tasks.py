@@ -60,7 +60,7 @@ def test_item_text_fields_render_and_set_each_tasks_pool():
     r = TextRenderer(CODES, META, max_title_words=4)
     assert r.fields(1) == {"sid": "<a_12><b_7><c_1>", "title": "Red lipstick", "brand": "Acme",
                            "categories": "Beauty > Makeup > Lips", "description": "A long lasting matte"}
-    assert r.fields(3)["categories"] == "Bath > Soap"  # a flat list is one path
+    assert r.fields(3)["categories"] == "Bath, Soap"  # a flat list (genres) is a list, not a path
     assert r.pool("title2id") == [1, 2, 3] and r.pool("desc2id") == [1]  # items with every field the task uses
     prompt, response = r.render("desc2id", None, 1)
     assert prompt == 'Which item is described as "A long lasting matte"?\nAnswer:' and response == "<a_12><b_7><c_1>"
@@ -86,6 +86,7 @@ def test_a_task_is_data_from_the_config():
     ({"pool": "users", "prompt": "{history}", "response": "{sid}"}, "pool='users'"),
     ({"prompt": "{history}", "respons": "{sid}"}, "unknown key 'respons'"),
     ({"prompt": "{history}"}, "response is missing"),
+    ({"prompt": {"history": None}, "response": "{sid}"}, "must be a string.*quote it"),  # unquoted YAML {history}
 ])
 def test_bad_task_templates_fail_naming_the_key(spec, match):
     with pytest.raises(ValueError, match=r"model\.llm\.prompts\.t"):
@@ -94,13 +95,56 @@ def test_bad_task_templates_fail_naming_the_key(spec, match):
         templates({"t": spec})
 
 
+@pytest.mark.parametrize("spec", [
+    {"prompt": "{history}. The next item, {title}:", "response": "{sid}"},  # the answer's title in the prompt
+    {"pool": "items", "prompt": "Next after {title}:", "response": "{sid}"},  # no history at all
+])
+def test_the_recommendation_prompt_cannot_show_the_target(spec):
+    with pytest.raises(ValueError, match="model.llm.prompts.seqrec: recommend"):
+        templates({"seqrec": spec})
+
+
+def test_a_weighted_task_that_rounds_to_no_examples_fails():
+    next_item = [{"history": torch.tensor([0, 1]), "target": 2}]
+    with pytest.raises(ValueError, match="model.llm.tasks.title2id=0.2 gives 0 of its 2 examples"):
+        TaskMixture(next_item, [1, 3], {"seqrec": 1.0, "title2id": 0.2})
+
+
+def test_config_load_checks_llm_tasks_and_templates():
+    from genrec.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="model.llm.tasks='titel2id'"):
+        load_config([], ["model.kind=llm", "model.llm.tasks.titel2id=1.0"])
+    with pytest.raises(ConfigError, match=r"model.llm.prompts.t.prompt uses \{colour\}"):
+        load_config([], ["model.kind=llm", "model.llm.prompts.t.prompt='{history} {colour}'",
+                         "model.llm.prompts.t.response='{sid}'"])
+
+
 class CharTokenizer:
     """One id per character: enough to check masking and truncation."""
 
     eos_token_id = 0
 
     def __call__(self, text, add_special_tokens=False):
+        if isinstance(text, list):  # batched, as Dataset.map calls it
+            return {"input_ids": [[ord(c) for c in t] for t in text]}
         return {"input_ids": [ord(c) for c in text]}
+
+
+def test_item_task_rows_equal_tokenize_example_with_truncation_and_stay_in_memory_without_a_fast_tokenizer(tmp_path):
+    from genrec.llm.task_cache import TokenizedItemTasks, tokenizer_fingerprint
+
+    r = TextRenderer(CODES, META, max_title_words=8)
+    pairs = [("title2id", 1), ("id2title", 3), ("desc2id", 1), ("title2id", 2)]
+    for max_length in (200, 24):  # 24 characters: every prompt loses its start
+        rows = TokenizedItemTasks(r, CharTokenizer(), pairs, max_length, cache_dir=str(tmp_path))
+        for task, item in pairs:
+            want = tokenize_example(CharTokenizer(), *r.render(task, None, item), max_length)
+            assert rows[task, item] == want
+        if max_length == 24:
+            assert all(len(rows[p].input_ids) == 24 for p in pairs)  # truncated to the budget
+    assert tokenizer_fingerprint(CharTokenizer()) is None  # no serialisation that decides its tokens:
+    assert rows.path is None and not list(tmp_path.iterdir())  # never cached on disk
 
 
 def test_task_mixture_lengths_follow_history_and_bucket_every_row_once():

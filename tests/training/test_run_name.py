@@ -26,7 +26,8 @@ def test_values_that_change_results_change_the_name():
 def test_bookkeeping_keys_leave_the_name_alone():
     base = _name()
     for o in ("train.progress=false", "train.threads=1", "train.resume=false", "train.finish=true",
-              "train.trackers=[tensorboard]", "train.log_every=7", "output_dir=/elsewhere", "results_dir=/x"):
+              "train.trackers=[tensorboard]", "train.log_every=7", "output_dir=/elsewhere", "results_dir=/x",
+              "model.llm.cache_dir=/tmp/tok"):
         assert _name(o) == base, o
 
 
