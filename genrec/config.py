@@ -169,6 +169,9 @@ class HSTUConfig:
     num_negatives: int = 128
     temperature: float = 0.05
     negatives: str = "position"  # loss=sampled: position (HSTU's) | sequence (one draw per row: a CPU-cheap matmul)
+    # the research code's block details (genrec/models/hstu.py): constant 1/n, layer norms without affine, no U/V/Q/K
+    # bias, positions from the oldest item, its initialisation
+    reference_details: bool = False
 
 
 @dataclass

@@ -15,6 +15,12 @@ it against an explicit loop. Items enter as ``emb * sqrt(D)``
 plus a learned absolute position; outputs and item embeddings are L2-normalised and compared by dot product over
 a temperature, trained with sampled softmax (HSTU's ML-1M recipe: 128 negatives, temperature 0.05) or full
 cross-entropy (``genrec.models.losses``).
+
+``reference=True`` (``model.hstu.reference_details``) takes the research code's details where they differ from the
+above: ``n`` a constant (``max_len``; the reference divides by its padded length), layer norms with eps 1e-6 and no
+scale or shift, no bias on the U/V/Q/K projection, W_o Xavier-uniform, absolute positions counted from the oldest
+item of the window (the reference pads on the right) and initialised Xavier-normal (its ``reset_params`` overwrites
+the truncated normal it first draws).
 """
 from __future__ import annotations
 
@@ -31,18 +37,23 @@ from .losses import item_loss
 class HSTUBlock(nn.Module):
     """One HSTU layer over left-padded sequences (padding keys masked, padding rows zeroed)."""
 
-    def __init__(self, dim: int, heads: int, dqk: int, dv: int, max_len: int, dropout: float):
+    def __init__(self, dim: int, heads: int, dqk: int, dv: int, max_len: int, dropout: float,
+                 reference: bool = False):
         super().__init__()
-        self.heads, self.dqk, self.dv = heads, dqk, dv
-        self.norm_in = nn.LayerNorm(dim)
-        self.uvqk = nn.Linear(dim, heads * (2 * dv + 2 * dqk))
-        self.norm_attn = nn.LayerNorm(heads * dv)
+        self.heads, self.dqk, self.dv, self.reference = heads, dqk, dv, reference
+        norm = dict(eps=1e-6, elementwise_affine=False) if reference else {}
+        self.norm_in = nn.LayerNorm(dim, **norm)
+        self.uvqk = nn.Linear(dim, heads * (2 * dv + 2 * dqk), bias=not reference)
+        self.norm_attn = nn.LayerNorm(heads * dv, **norm)
         self.out = nn.Linear(heads * dv, dim)
         self.drop = nn.Dropout(dropout)
         self.max_len = max_len
         self.rel_bias = nn.Parameter(torch.randn(heads, 2 * max_len - 1) * 0.02)  # bias of distance j - i, per head
-        nn.init.normal_(self.uvqk.weight, std=0.02)  # the reference's U, V, Q, K projection (no bias there)
-        nn.init.zeros_(self.uvqk.bias)
+        nn.init.normal_(self.uvqk.weight, std=0.02)  # the reference's U, V, Q, K projection
+        if reference:
+            nn.init.xavier_uniform_(self.out.weight)
+        else:
+            nn.init.zeros_(self.uvqk.bias)
 
     def bias(self, t: int, device) -> torch.Tensor:
         """(H, T, T) relative-position bias ``rab[h, j - i]``, distances clipped to the table."""
@@ -62,7 +73,10 @@ class HSTUBlock(nn.Module):
         a = F.silu(q @ k.transpose(-1, -2) + self.bias(t, x.device))  # (B, H, T, T)
         allowed = torch.ones(t, t, dtype=torch.bool, device=x.device).tril()[None, None] & ~pad[:, None, None, :]
         a = a * allowed
-        n = allowed.sum(-1, keepdim=True).clamp(min=1).to(a.dtype)  # keys each query sees
+        if self.reference:  # a constant
+            n = torch.tensor(float(self.max_len), dtype=a.dtype, device=a.device)
+        else:  # the keys each query sees
+            n = allowed.sum(-1, keepdim=True).clamp(min=1).to(a.dtype)
         attn = (a @ v / n).transpose(1, 2).reshape(b, t, self.heads * self.dv)
         y = x + self.out(self.drop(u * self.norm_attn(attn)))
         return y.masked_fill(pad[..., None], 0.0)
@@ -75,20 +89,24 @@ class HSTU(Recommender):
 
     def __init__(self, num_items: int, max_len: int, dim: int = 50, layers: int = 2, heads: int = 1,
                  dqk: int = 50, dv: int = 50, dropout: float = 0.2, loss: str = "sampled", num_negatives: int = 128,
-                 temperature: float = 0.05, negatives: str = "position"):
+                 temperature: float = 0.05, negatives: str = "position", reference: bool = False):
         super().__init__()
-        self.num_items, self.dim = num_items, dim
+        self.num_items, self.dim, self.reference = num_items, dim, reference
         self.loss, self.num_negatives, self.temperature = loss, num_negatives, temperature
         self.negatives = negatives
         self.item_emb = nn.Embedding(num_items + 1, dim, padding_idx=0)
         self.pos_emb = nn.Embedding(max_len, dim)
         self.drop = nn.Dropout(dropout)
-        self.blocks = nn.ModuleList(HSTUBlock(dim, heads, dqk, dv, max_len, dropout) for _ in range(layers))
-        # the reference's initialisation: items std 0.02 and positions std sqrt(1 / D), so that after the sqrt(D)
-        # input scale an item and its position start at the same size (truncated at 2 std)
+        self.blocks = nn.ModuleList(HSTUBlock(dim, heads, dqk, dv, max_len, dropout, reference)
+                                    for _ in range(layers))
+        # items std 0.02 (truncated at 2 std); positions std sqrt(1 / D), so that after the sqrt(D) input scale an
+        # item and its position start at the same size, or (reference) Xavier-normal as the research code ends up
         nn.init.trunc_normal_(self.item_emb.weight, std=0.02, a=-0.04, b=0.04)
-        nn.init.trunc_normal_(self.pos_emb.weight, std=1.0 / math.sqrt(dim), a=-2.0 / math.sqrt(dim),
-                              b=2.0 / math.sqrt(dim))
+        if reference:
+            nn.init.xavier_normal_(self.pos_emb.weight)
+        else:
+            nn.init.trunc_normal_(self.pos_emb.weight, std=1.0 / math.sqrt(dim), a=-2.0 / math.sqrt(dim),
+                                  b=2.0 / math.sqrt(dim))
         with torch.no_grad():
             self.item_emb.weight[0].zero_()  # the padding row
 
@@ -96,13 +114,17 @@ class HSTU(Recommender):
     def from_config(cls, cfg, ctx: ModelContext) -> "HSTU":
         c = cfg.model.hstu
         return cls(ctx.num_items, cfg.data.max_history, c.dim, c.layers, c.heads, c.dqk, c.dv, c.dropout, c.loss,
-                   c.num_negatives, c.temperature, c.negatives)
+                   c.num_negatives, c.temperature, c.negatives, c.reference_details)
 
     def encode(self, seq: torch.Tensor) -> torch.Tensor:
         """(B, T) left-padded item ids -> (B, T, D) L2-normalised states (position t sees items <= t)."""
         pad = seq == 0
         t = seq.shape[1]
-        x = self.item_emb(seq) * math.sqrt(self.dim) + self.pos_emb(torch.arange(t, device=seq.device))
+        if self.reference:  # 0 = the oldest item of the window (the reference's right-padded rows)
+            pos = ((~pad).long().cumsum(-1) - 1).clamp(min=0)
+        else:  # t - 1 = the newest item
+            pos = torch.arange(t, device=seq.device)
+        x = self.item_emb(seq) * math.sqrt(self.dim) + self.pos_emb(pos)
         x = self.drop(x).masked_fill(pad[..., None], 0.0)
         for block in self.blocks:
             x = block(x, pad)

@@ -32,20 +32,37 @@ def block_reference(blk: HSTUBlock, x: torch.Tensor, pad: torch.Tensor) -> torch
                 for j in keys:
                     rab = blk.rel_bias[hh, min(max(j - i, -(blk.max_len - 1)), blk.max_len - 1) + blk.max_len - 1]
                     acc = acc + F.silu(q[i, qs] @ k[j, qs] + rab) * v[j, ks]
-                heads.append(acc / max(len(keys), 1))
+                heads.append(acc / (blk.max_len if blk.reference else max(len(keys), 1)))
             attn = torch.cat(heads)
             out[bi, i] = x[bi, i] + blk.out(u[i] * blk.norm_attn(attn))
     return out
 
 
-def test_hstu_block_equals_the_loop_reference():
+@pytest.mark.parametrize("reference", [False, True])
+def test_hstu_block_equals_the_loop_reference(reference):
     torch.manual_seed(0)
-    blk = HSTUBlock(dim=8, heads=2, dqk=3, dv=4, max_len=5, dropout=0.0).eval()
+    blk = HSTUBlock(dim=8, heads=2, dqk=3, dv=4, max_len=5, dropout=0.0, reference=reference).eval()
+    assert (blk.uvqk.bias is None) == reference and (blk.norm_in.weight is None) == reference
     torch.nn.init.normal_(blk.rel_bias, std=0.5)
     x = torch.randn(2, 5, 8)
     pad = torch.tensor([[True, True, False, False, False], [False] * 5])
     with torch.no_grad():
         assert torch.allclose(blk(x, pad), block_reference(blk, x, pad), atol=1e-5)
+
+
+def test_reference_details_make_states_independent_of_left_padding():
+    """With the research code's details (positions from the oldest item, constant 1/n) a user's states do not depend
+    on how much padding precedes the history; with ours (newest item at the last position) they do."""
+    items = torch.tensor([[4, 2, 9]])
+    padded = torch.cat([torch.zeros(1, 3, dtype=torch.long), items], 1)  # the same history, 3 padding slots first
+    for reference in (True, False):
+        torch.manual_seed(0)
+        model = HSTU(num_items=10, max_len=6, dim=8, layers=2, heads=2, dqk=4, dv=4, dropout=0.0,
+                     reference=reference).eval()
+        torch.nn.init.normal_(model.blocks[0].rel_bias, std=0.5)
+        with torch.no_grad():
+            same = torch.allclose(model.encode(padded)[:, 3:], model.encode(items), atol=1e-5)
+        assert same == reference
 
 
 @pytest.mark.parametrize("temperature", [1.0, 0.05])
