@@ -117,6 +117,9 @@ class SASRecConfig:
     temperature: float = 1.0  # logits / temperature (every loss, and the scores)
     negatives: str = "position"  # loss=sampled: position (own draw each) | sequence (one draw per row, shared)
     l2_norm: bool = False  # L2-normalise the sequence state and the item embeddings (HSTU's SASRec row: with 0.05)
+    # mask padded keys and count positions from the oldest item (HSTU's right-padded SASRec); false: the original
+    # code's left padding, visible to attention
+    mask_padding: bool = False
 
 
 @dataclass

@@ -7,6 +7,12 @@ SASRec strong on the Amazon benchmarks (Klenitskiy & Vasilev, RecSys 2023: "Turn
 recipe (``genrec.models.losses``). With ``l2_norm`` the sequence state and the item embeddings are L2-normalised
 (eps 1e-6) and compared by cosine over ``temperature``, as HSTU's SASRec baseline (``user_embedding_norm = l2_norm``,
 ``item_l2_norm = True``, temperature 0.05); every loss and the scores use the same logits.
+
+Sequences are left-padded. As in the original code (Kang & McAuley; padded inputs zeroed, a causal mask only), a
+real position also attends to the padding before it, and absolute positions count back from the newest item.
+``mask_padding`` masks the padded keys and counts positions from the oldest item of the window instead: what the
+right-padded rows of HSTU's SASRec baseline compute, and a user's states then no longer depend on how much padding
+precedes the history.
 """
 from __future__ import annotations
 
@@ -70,10 +76,10 @@ class SASRec(Recommender):
 
     def __init__(self, num_items: int, max_len: int, hidden: int = 64, layers: int = 2, heads: int = 1,
                  dropout: float = 0.5, loss: str = "ce", num_negatives: int = 1, temperature: float = 1.0,
-                 negatives: str = "position", l2_norm: bool = False):
+                 negatives: str = "position", l2_norm: bool = False, mask_padding: bool = False):
         super().__init__()
         self.num_items, self.num_negatives, self.temperature = num_items, num_negatives, temperature
-        self.negatives, self.l2_norm = negatives, l2_norm
+        self.negatives, self.l2_norm, self.mask_padding, self.heads = negatives, l2_norm, mask_padding, heads
         self.loss_fn = lookup(LOSSES, loss, field="model.sasrec.loss")
         self.item_emb = nn.Embedding(num_items + 1, hidden, padding_idx=0)
         self.pos_emb = nn.Embedding(max_len, hidden)
@@ -94,15 +100,22 @@ class SASRec(Recommender):
     def from_config(cfg_cls, cfg, ctx: ModelContext) -> "SASRec":
         c = cfg.model.sasrec
         return cfg_cls(ctx.num_items, cfg.data.max_history, c.hidden, c.layers, c.heads, c.dropout, c.loss,
-                       c.num_negatives, c.temperature, c.negatives, c.l2_norm)
+                       c.num_negatives, c.temperature, c.negatives, c.l2_norm, c.mask_padding)
 
     def encode(self, seq: torch.Tensor) -> torch.Tensor:
         """(B, T) left-padded item ids -> (B, T, D) hidden states (position t sees items <= t)."""
         B, T = seq.shape
         pad = seq == 0
-        x = self.item_emb(seq) * self.hidden ** 0.5 + self.pos_emb(torch.arange(T, device=seq.device))
-        x = self.drop(x).masked_fill(pad[..., None], 0.0)
         causal = torch.ones(T, T, dtype=torch.bool, device=seq.device).triu(1)  # True = masked
+        if self.mask_padding:
+            pos = ((~pad).long().cumsum(-1) - 1).clamp(min=0)  # 0 = the oldest item
+            eye = torch.eye(T, dtype=torch.bool, device=seq.device)
+            causal = causal | (pad[:, None, :] & ~eye)  # a padded row keeps its own key: no empty softmax
+            causal = causal.repeat_interleave(self.heads, dim=0)  # (B * heads, T, T), as MultiheadAttention takes
+        else:
+            pos = torch.arange(T, device=seq.device)  # T - 1 = the newest item
+        x = self.item_emb(seq) * self.hidden ** 0.5 + self.pos_emb(pos)
+        x = self.drop(x).masked_fill(pad[..., None], 0.0)
         for block in self.blocks:
             x = block(x, causal, pad)
         x = self.ln(x)

@@ -145,3 +145,26 @@ def test_sasrec_l2_norm_scores_and_trains_on_cosine_over_the_temperature():
     torch.testing.assert_close(m({"input": hist, "labels": labels}).loss, want)
     m.loss_fn = lambda model, hh, lab: item_loss("sampled", hh, lab, model.item_table(), model.temperature, 10)
     torch.testing.assert_close(m({"input": hist, "labels": labels}).loss, want)  # every item a negative: the same
+
+
+@pytest.mark.parametrize("heads", [1, 2])
+def test_sasrec_mask_padding_makes_states_independent_of_left_padding(heads):
+    """mask_padding: padded keys masked and positions from the oldest item, so a history's states are those of the
+    unpadded history (HSTU's right-padded SASRec); by default (the original code) the padding is attended to. Padded
+    rows stay finite (they keep their own key), so gradients do too."""
+    from genrec.models.sasrec import SASRec
+
+    items = torch.tensor([[4, 2, 9]])
+    padded = torch.cat([torch.zeros(1, 3, dtype=torch.long), items], 1)
+    for mask_padding in (False, True):  # the masked model is the one trained below
+        torch.manual_seed(0)
+        m = SASRec(num_items=10, max_len=6, hidden=8, heads=heads, dropout=0.0, mask_padding=mask_padding).eval()
+        with torch.no_grad():
+            for blk in m.blocks:  # non-zero biases: padded keys carry a value the unmasked model attends to
+                torch.nn.init.normal_(blk.attn.in_proj_bias, std=0.5)
+            same = torch.allclose(m.encode(padded)[:, 3:], m.encode(items), atol=1e-5)
+        assert same == mask_padding
+    m.train()
+    loss = m({"input": padded, "labels": torch.tensor([[0, 0, 0, 2, 9, 1]])}).loss
+    loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in m.parameters() if p.grad is not None)
