@@ -1,9 +1,11 @@
 """The LLM fine-tune step: real tokens/s of the full-vocabulary vs the semantic-ID head, fp32 vs bf16 autocast,
 random vs length-bucketed batches, the frozen base held in fp32 or bf16 (``model.llm.dtype``; the trainable LoRA
-weights and token rows stay fp32 either way), on a real dataset with its semantic IDs and the configured base model.
+weights and token rows stay fp32 either way), LoRA dropout on or off, on a real dataset with its semantic IDs and
+the configured base model.
 
-Every variant trains the same LoRA model (built once per head) on batches of the epoch's examples: ``random``
-batches are drawn as the default sampler draws them, ``bucketed`` ones as ``train.bucket_by_length=true`` cuts them
+Every variant trains the same LoRA model (built once per head, base dtype and dropout) on batches of the epoch's
+examples: ``random`` batches are drawn as the default sampler draws them, ``bucketed`` ones as
+``train.bucket_by_length=true`` cuts them
 (``genrec.data.samplers.BucketShuffle`` over the dataset's ``lengths()``). Steps of all variants are interleaved so
 machine load hits them alike. Real tokens are the attention mask's ones (padding excluded); real tokens/s =
 real tokens of a step / its median time, so a variant that pads less reads the same examples faster.
@@ -58,6 +60,8 @@ def main(argv=None) -> None:
     p.add_argument("--precisions", default="fp32,bf16")
     p.add_argument("--batchings", default="random,bucketed")
     p.add_argument("--base-dtypes", default="float32", help="model.llm.dtype values, e.g. float32,bfloat16")
+    p.add_argument("--lora-dropouts", default=None, help="model.llm.lora.dropout values, e.g. 0.05,0 (default: the "
+                   "config's); 0 lets peft skip the dropout of every adapted layer's input")
     p.add_argument("--profile", type=int, default=0, metavar="N",
                    help="also profile one timed step per variant (torch.profiler) and record its N costliest ops")
     p.add_argument("--out", default=None, help="default results/bench/llm_step_<device type>.json")
@@ -73,8 +77,10 @@ def main(argv=None) -> None:
     ctx = build_context(cfg, data, Accelerator(cpu=device.type == "cpu"))
     n = args.steps + args.warmup
     variants = {}
-    for base_dtype, head in [(d, h) for d in args.base_dtypes.split(",") for h in args.heads.split(",")]:
-        cfg.model.llm.head, cfg.model.llm.dtype = head, base_dtype
+    dropouts = [float(x) for x in args.lora_dropouts.split(",")] if args.lora_dropouts else [cfg.model.llm.lora.dropout]
+    for base_dtype, head, dropout in [(d, h, q) for d in args.base_dtypes.split(",") for h in args.heads.split(",")
+                                      for q in dropouts]:
+        cfg.model.llm.head, cfg.model.llm.dtype, cfg.model.llm.lora.dropout = head, base_dtype, dropout
         torch.manual_seed(cfg.seed)
         model = LLMRecommender.build(cfg.model.llm, ctx.sid_codes, ctx.codebook_sizes, ctx.item_texts,
                                      beam_size=cfg.eval.beam_size, seed=cfg.seed).to(device).train()
@@ -85,14 +91,15 @@ def main(argv=None) -> None:
                 continue
             rows = [model.collate([ds[i] for i in b]) for b in idx]
             for prec in args.precisions.split(","):
-                variants[(head, base_dtype, prec, batching)] = {"model": model, "opt": opt, "rows": rows, "times": []}
+                variants[(head, base_dtype, dropout, prec, batching)] = {"model": model, "opt": opt, "rows": rows,
+                                                                          "times": []}
 
     for step in range(n):  # interleaved: variant after variant, step by step
-        for (head, base_dtype, prec, batching), v in variants.items():
+        for (head, base_dtype, dropout, prec, batching), v in variants.items():
             v["times"].append(train_step_seconds(v["model"], v["opt"], v["rows"][step], device, prec == "bf16")[0])
     profiles = {}
-    for (head, base_dtype, prec, batching), v in variants.items() if args.profile else ():
-        name = f"{head}/{base_dtype}/{prec}/{batching}"
+    for (head, base_dtype, dropout, prec, batching), v in variants.items() if args.profile else ():
+        name = f"{head}/{base_dtype}/lora-dropout {dropout}/{prec}/{batching}"
         with torch.profiler.profile() as prof:
             train_step_seconds(v["model"], v["opt"], v["rows"][-1], device, prec == "bf16")
         ops = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
@@ -102,20 +109,21 @@ def main(argv=None) -> None:
             for e in ops[:args.profile]]
         print(f"{name}: " + ", ".join(f"{o['op']} {o['self_cpu_share']:.0%}" for o in profiles[name]), flush=True)
     results = []
-    for (head, base_dtype, prec, batching), v in variants.items():
+    for (head, base_dtype, dropout, prec, batching), v in variants.items():
         timed = range(args.warmup, n)
         med = statistics.median(v["times"][i] for i in timed)
         real = statistics.median(int(v["rows"][i]["attention_mask"].sum()) for i in timed)
         padded = statistics.median(int(v["rows"][i]["attention_mask"].numel()) for i in timed)
-        results.append({"head": head, "base_dtype": base_dtype, "precision": prec, "batching": batching,
+        results.append({"head": head, "base_dtype": base_dtype, "lora_dropout": dropout, "precision": prec,
+                        "batching": batching,
                         "median_step_s": round(med, 3),
                         "real_tokens_per_step": real, "padded_tokens_per_step": padded,
                         "real_tokens_per_s": round(real / med, 1)})
-        print(f"{head:4s} {base_dtype:8s} {prec:4s} {batching:8s} step {med:6.2f} s  real {real:5.0f} / padded "
+        print(f"{head:4s} {base_dtype:8s} dropout {dropout:<4} {prec:4s} {batching:8s} step {med:6.2f} s  real {real:5.0f} / padded "
               f"{padded:5.0f} tokens  {real / med:8.1f} real tokens/s", flush=True)
     out = args.out or os.path.join(ROOT, "results", "bench", f"llm_step_{device.type}.json")
     print(write_record(out, {
-        "benchmark": "llm fine-tune step: head x base dtype x precision x batching", "device": device_description(device),
+        "benchmark": "llm fine-tune step: head x base dtype x LoRA dropout x precision x batching", "device": device_description(device),
         "cpu_bf16_flags": cpu_bf16_flags(), "dataset": cfg.data.name, "base_model": cfg.model.llm.base,
         "tasks": dict(cfg.model.llm.tasks), "batch_size": args.batch_size, "steps_timed": args.steps,
         "warmup_steps": args.warmup,
