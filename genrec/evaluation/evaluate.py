@@ -2,8 +2,16 @@
 
 Under data parallelism each process ranks its shard; ``gather_for_metrics`` collects the per-user ranks and drops
 the samples the sampler repeated to even out the shards, so every user counts exactly once.
+
+A long evaluation (beam search over every user of a large catalog can take hours on a CPU) can keep its finished
+batches in a ``partial`` file: an interrupted evaluation started again with the same key skips them and ends with
+the metrics of an uninterrupted one.
 """
 from __future__ import annotations
+
+import json
+import os
+import time
 
 import torch
 from tqdm.auto import tqdm
@@ -24,7 +32,8 @@ def ranks_by(net) -> str:
 
 @torch.no_grad()
 def evaluate(model, loader, accelerator, ks: list[int], num_items: int, desc: str = "eval",
-             progress: bool = True, exclude_history: bool = False) -> dict:
+             progress: bool = True, exclude_history: bool = False, partial: str | None = None,
+             partial_key: dict | None = None, save_seconds: float = 300.0) -> dict:
     """Rank every example's target over the full catalog and return Recall/NDCG@K plus list validity counts.
 
     Args:
@@ -38,6 +47,9 @@ def evaluate(model, loader, accelerator, ks: list[int], num_items: int, desc: st
         {"recall@5": ..., "ndcg@5": ..., ..., "users": n, "recall@5_se": binomial standard error of recall@5
         (sqrt(p (1 - p) / n)), ..., "invalid_ids": n, "duplicate_ids": n}; with
         ``exclude_history`` also "seen_targets": targets that were in their user's history (ranked as misses).
+        partial: a file for the finished batches (gathered ranks; written by the main process every
+            ``save_seconds`` and removed at the end). A file whose key (``partial_key`` + the loader's length, the
+            processes, ``ks`` and the protocol) matches is resumed: its batches are not scored again.
     """
     from ..training.distributed import gathered
 
@@ -45,17 +57,59 @@ def evaluate(model, loader, accelerator, ks: list[int], num_items: int, desc: st
     was_training = net.training
     net.eval()
     # the training precision (accelerate autocasts only the prepared forward); FSDP: whole weights on every rank
+    store = None
+    if partial:
+        key = {**(partial_key or {}), "batches": len(loader), "processes": accelerator.num_processes,
+               "ks": list(ks), "exclude_history": exclude_history}
+        store = PartialEval(partial, key, accelerator.is_main_process, save_seconds)
     with gathered(model), accelerator.autocast():
-        out = _evaluate(net, loader, accelerator, ks, num_items, desc, progress, exclude_history)
+        out = _evaluate(net, loader, accelerator, ks, num_items, desc, progress, exclude_history, store)
     net.train(was_training)
     return out
 
 
-def _evaluate(net, loader, accelerator, ks, num_items, desc, progress, exclude_history) -> dict:
+class PartialEval:
+    """The finished batches of one evaluation on disk: ``{"key", "batches", "ranks", "validity", "seen"}``.
+
+    Every process reads the file at the start (all hold the same gathered lists); only the main process writes it,
+    atomically (a temporary file, then ``os.replace``), so a kill leaves the previous version whole.
+    """
+
+    def __init__(self, path: str, key: dict, writer: bool, save_seconds: float):
+        self.path, self.key, self.writer, self.save_seconds = path, json.loads(json.dumps(key)), writer, save_seconds
+        self.last = time.monotonic()
+        self.done = {"batches": 0, "ranks": [], "validity": [], "seen": []}
+        if os.path.exists(path):
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+            if saved.get("key") == self.key:
+                self.done = saved
+
+    def maybe_save(self, batches: int, ranks: list, validity: list, seen: list) -> None:
+        if not self.writer or time.monotonic() - self.last < self.save_seconds:
+            return
+        tmp = f"{self.path}.tmp"
+        torch.save({"key": self.key, "batches": batches, "ranks": [r.cpu() for r in ranks],
+                    "validity": [v.cpu() for v in validity], "seen": [x.cpu() for x in seen]}, tmp)
+        os.replace(tmp, self.path)
+        self.last = time.monotonic()
+
+    def finish(self) -> None:
+        if self.writer and os.path.exists(self.path):
+            os.remove(self.path)
+
+
+def _evaluate(net, loader, accelerator, ks, num_items, desc, progress, exclude_history, store=None) -> dict:
     k = max(ks)
     ranks, validity, seen = [], [], []
+    skip = 0
+    if store is not None:  # batches an interrupted evaluation finished
+        skip = int(store.done["batches"])
+        ranks, validity, seen = ([t.to(accelerator.device) for t in store.done[name]]
+                                 for name in ("ranks", "validity", "seen"))
     show = progress and accelerator.is_local_main_process and interactive()
-    for batch in tqdm(loader, desc=desc, disable=not show, leave=False):
+    for i, batch in enumerate(tqdm(loader, desc=desc, disable=not show, leave=False)):
+        if i < skip:
+            continue
         history = batch["history"]
         past = batch.get("seen", history)  # every item before the target when the loader provides it
         if exclude_history:
@@ -73,6 +127,10 @@ def _evaluate(net, loader, accelerator, ks, num_items, desc, progress, exclude_h
             r = ranks_from_lists(items, batch["target"])
             validity.append(accelerator.gather_for_metrics(list_validity(items, num_items)))
         ranks.append(accelerator.gather_for_metrics(r))  # per batch: drops the last batch's padding duplicates
+        if store is not None:
+            store.maybe_save(i + 1, ranks, validity, seen)
+    if store is not None:
+        store.finish()
     all_ranks = torch.cat(ranks) if ranks else torch.empty(0, dtype=torch.long)
     out = metrics_from_ranks(all_ranks.cpu(), ks)
     out["users"] = n = int(all_ranks.numel())

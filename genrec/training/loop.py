@@ -97,13 +97,21 @@ def _eval_loader(cfg: ExperimentConfig, split: Split, num_users: int, accelerato
                                                       num_workers=cfg.data.num_workers))
 
 
-def _evaluate_splits(cfg: ExperimentConfig, model, split: Split, data, accelerator: Accelerator, collate_fn) -> dict:
-    """{split: metrics} for every split in ``cfg.eval.splits`` (each on ``cfg.eval.max_users`` users)."""
+def _evaluate_splits(cfg: ExperimentConfig, model, split: Split, data, accelerator: Accelerator, collate_fn,
+                     partial_dir: str | None = None, weights: dict | None = None) -> dict:
+    """{split: metrics} for every split in ``cfg.eval.splits`` (each on ``cfg.eval.max_users`` users).
+
+    With ``partial_dir`` each split keeps its finished batches in ``<partial_dir>/eval_<split>.partial.pt`` (keyed by
+    ``weights``, which names the evaluated weights, and the ``eval`` config), so an interrupted evaluation resumes.
+    """
     results = {}
     for name in cfg.eval.splits:
         loader = _eval_loader(cfg, split, data.num_users, accelerator, collate_fn, name, cfg.eval.max_users)
+        partial = os.path.join(partial_dir, f"eval_{name}.partial.pt") if partial_dir else None
+        key = {"split": name, "weights": weights, "eval": to_dict(cfg)["eval"]}
         results[name] = evaluate(model, loader, accelerator, cfg.eval.ks, data.num_items, desc=name,
-                                 progress=cfg.train.progress, exclude_history=cfg.eval.exclude_history)
+                                 progress=cfg.train.progress, exclude_history=cfg.eval.exclude_history,
+                                 partial=partial, partial_key=key)
     return results
 
 
@@ -412,13 +420,19 @@ def _save_tested_weights(run: Run) -> None:
 
 
 def test(run: Run) -> dict:
-    """The best weights on ``eval.splits`` (full splits, or the configured user subset): {split: metrics}."""
+    """The best weights on ``eval.splits`` (full splits, or the configured user subset): {split: metrics}.
+
+    Finished batches are kept in the run folder every few minutes, so a test killed midway (hours of beam search on
+    a CPU) resumes where it was when the run is started again.
+    """
     accelerator = run.accelerator
     accelerator.wait_for_everyone()
     if os.path.exists(run.best_path):
         load_full_state_dict(run.model, accelerator.unwrap_model(run.model), torch_load(
             run.best_path, "best weights", "delete the run folder to train again", map_location="cpu"))
-    results = _evaluate_splits(run.cfg, run.model, run.split, run.data, accelerator, collate)
+    weights = {"global_step": run.state.get("global_step"), "best_epoch": run.state.get("best_epoch")}
+    results = _evaluate_splits(run.cfg, run.model, run.split, run.data, accelerator, collate,
+                               partial_dir=run.run_dir, weights=weights)  # a killed test resumes its batches
     accelerator.log({f"final/{s}/{k}": v for s, m in results.items() for k, v in m.items()})
     accelerator.end_training()
     return results

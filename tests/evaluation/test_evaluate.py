@@ -71,3 +71,55 @@ def test_exclude_history_in_the_evaluator(model_cls):
     assert seen["seen_targets"] == 0 and "seen_targets" not in plain
     if model_cls is _ListModel:
         assert model.asked == 5 + 3  # max(ks) + history columns
+
+
+class _Interrupted(Exception):
+    pass
+
+
+class _FlakyListModel(torch.nn.Module):
+    """Ranks items by a hash of the history (a list model); dies at batch ``die_at``; counts its batches."""
+
+    def __init__(self, n: int, die_at: int | None = None):
+        super().__init__()
+        self.n, self.die_at, self.calls = n, die_at, 0
+
+    def recommend(self, batch, k):
+        if self.die_at is not None and self.calls == self.die_at:
+            raise _Interrupted
+        self.calls += 1
+        B = batch["history"].shape[0]
+        shift = batch["history"].sum(1, keepdim=True) % self.n
+        items = (torch.arange(k)[None] + shift) % self.n + 1
+        return items, torch.zeros(B, k)
+
+
+def test_an_interrupted_evaluation_resumes_its_finished_batches_to_the_same_metrics(tmp_path):
+    """With a partial file, a kill after 3 of 8 batches and a restart score only the 5 left and give the metrics of
+    an uninterrupted evaluation; the file is gone at the end; another key starts from scratch."""
+    from accelerate import Accelerator
+    from torch.utils.data import DataLoader
+
+    from genrec.data import EvalDataset, Split, collate
+    from genrec.data.tiny import make_tiny
+    from genrec.evaluation import evaluate
+
+    acc = Accelerator(cpu=True)
+    data = make_tiny(num_users=120)
+    loader = DataLoader(EvalDataset(Split(data, 20), "test"), batch_size=16, collate_fn=collate)  # 8 batches
+    n = data.num_items
+    whole = evaluate(_FlakyListModel(n), loader, acc, [5, 10], n, progress=False)
+    path = str(tmp_path / "eval_test.partial.pt")
+    kw = dict(progress=False, partial=path, partial_key={"weights": 1}, save_seconds=0.0)
+    with pytest.raises(_Interrupted):
+        evaluate(_FlakyListModel(n, die_at=3), loader, acc, [5, 10], n, **kw)
+    assert torch.load(path, weights_only=True)["batches"] == 3
+    again = _FlakyListModel(n)
+    resumed = evaluate(again, loader, acc, [5, 10], n, **kw)
+    assert again.calls == 5 and resumed == whole and resumed["users"] == 120
+    assert not os.path.exists(path)
+    with pytest.raises(_Interrupted):
+        evaluate(_FlakyListModel(n, die_at=3), loader, acc, [5, 10], n, **kw)
+    other = _FlakyListModel(n)
+    assert evaluate(other, loader, acc, [5, 10], n, **{**kw, "partial_key": {"weights": 2}}) == whole
+    assert other.calls == 8  # other weights: nothing reused
