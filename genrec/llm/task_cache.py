@@ -14,6 +14,7 @@ import json
 import os
 from typing import Sequence
 
+from ..console import interactive
 from .tasks import Tokenized, TextRenderer, join_tokens
 
 CACHE_VERSION = 1  # bump when the row layout or the truncation rule changes
@@ -69,9 +70,16 @@ class TokenizedItemTasks:
         if self.cached:
             table = datasets.Dataset.from_file(path)
         else:
-            table = table.map(tokenize, batched=True, batch_size=1000, remove_columns=["prompt", "response"],
-                              new_fingerprint=key, cache_file_name=path, keep_in_memory=path is None,
-                              desc="tokenising item tasks")
+            bars = datasets.is_progress_bar_enabled()
+            if not interactive():  # no bar in logs (as every genrec progress bar)
+                datasets.disable_progress_bars()
+            try:
+                table = table.map(tokenize, batched=True, batch_size=1000, remove_columns=["prompt", "response"],
+                                  new_fingerprint=key, cache_file_name=path, keep_in_memory=path is None,
+                                  desc="tokenising item tasks")
+            finally:
+                if bars:
+                    datasets.enable_progress_bars()
         self.table, self.path = table, path
         self.rows = {pair: j for j, pair in enumerate(pairs)}
 
