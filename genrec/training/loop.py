@@ -500,7 +500,10 @@ def evaluate_run(run_dir: str, overrides: list[str]) -> dict:
     accelerator = Accelerator(mixed_precision=_precision(cfg.train))
     split = Split(data, cfg.data.max_history, cfg.data.train_on_valid)
     model = accelerator.prepare(trained.model)
-    results = _evaluate_splits(cfg, model, split, data, accelerator, collate)
+    best = os.stat(os.path.join(run_dir, "best_model.pt"))
+    weights = {"file": "best_model.pt", "bytes": best.st_size, "mtime_ns": best.st_mtime_ns}
+    results = _evaluate_splits(cfg, model, split, data, accelerator, collate, partial_dir=run_dir,
+                               weights=weights)  # a killed re-evaluation resumes its finished batches
     tag = hashlib.sha1(json.dumps(sorted(overrides)).encode()).hexdigest()[:6]
     record = {
         **_record_head(cfg, results, commit),
