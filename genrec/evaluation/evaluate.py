@@ -9,6 +9,7 @@ the metrics of an uninterrupted one.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -32,7 +33,7 @@ def ranks_by(net) -> str:
 
 @torch.no_grad()
 def evaluate(model, loader, accelerator, ks: list[int], num_items: int, desc: str = "eval",
-             progress: bool = True, exclude_history: bool = False, partial: str | None = None,
+             progress: bool = True, exclude_history: bool = False, partial_dir: str | None = None,
              partial_key: dict | None = None, save_seconds: float = 300.0) -> dict:
     """Rank every example's target over the full catalog and return Recall/NDCG@K plus list validity counts.
 
@@ -47,9 +48,10 @@ def evaluate(model, loader, accelerator, ks: list[int], num_items: int, desc: st
         {"recall@5": ..., "ndcg@5": ..., ..., "users": n, "recall@5_se": binomial standard error of recall@5
         (sqrt(p (1 - p) / n)), ..., "invalid_ids": n, "duplicate_ids": n}; with
         ``exclude_history`` also "seen_targets": targets that were in their user's history (ranked as misses).
-        partial: a file for the finished batches (gathered ranks; written by the main process every
-            ``save_seconds`` and removed at the end). A file whose key (``partial_key`` + the loader's length, the
-            processes, ``ks`` and the protocol) matches is resumed: its batches are not scored again.
+        partial_dir: a folder for the finished batches (gathered ranks; written by the main process every
+            ``save_seconds``, removed at the end) in a file named by a hash of the key: ``partial_key`` (the
+            weights, the eval config) + the loader's length, the processes, ``ks``, the protocol, the precision and
+            the device type. A file with the same key is resumed: its batches are not scored again.
     """
     from ..training.distributed import gathered
 
@@ -58,44 +60,65 @@ def evaluate(model, loader, accelerator, ks: list[int], num_items: int, desc: st
     net.eval()
     # the training precision (accelerate autocasts only the prepared forward); FSDP: whole weights on every rank
     store = None
-    if partial:
+    if partial_dir:
         key = {**(partial_key or {}), "batches": len(loader), "processes": accelerator.num_processes,
-               "ks": list(ks), "exclude_history": exclude_history}
-        store = PartialEval(partial, key, accelerator.is_main_process, save_seconds)
+               "ks": list(ks), "exclude_history": exclude_history, "precision": str(accelerator.mixed_precision),
+               "device": accelerator.device.type}
+        store = PartialEval(partial_dir, key, accelerator, save_seconds)
     with gathered(model), accelerator.autocast():
         out = _evaluate(net, loader, accelerator, ks, num_items, desc, progress, exclude_history, store)
     net.train(was_training)
     return out
 
 
-class PartialEval:
-    """The finished batches of one evaluation on disk: ``{"key", "batches", "ranks", "validity", "seen"}``.
+PARTIAL_GLOB = "eval-*.partial.pt"  # every partial evaluation file of a folder
 
-    Every process reads the file at the start (all hold the same gathered lists); only the main process writes it,
-    atomically (a temporary file, then ``os.replace``), so a kill leaves the previous version whole.
+
+class PartialEval:
+    """The finished batches of one evaluation on disk: ``{"key", "batches", "ranks", "validity", "seen"}`` in
+    ``<folder>/eval-<hash of the key>.partial.pt``, so evaluations of other weights or settings never share a file.
+
+    Every process reads the file, then all wait, so none starts (or the main process writes) before all have read;
+    only the main process writes, atomically (a temporary file of its own, then ``os.replace``). An unreadable file
+    is ignored with a warning; a folder that cannot be written to only stops the saving.
     """
 
-    def __init__(self, path: str, key: dict, writer: bool, save_seconds: float):
-        self.path, self.key, self.writer, self.save_seconds = path, json.loads(json.dumps(key)), writer, save_seconds
+    def __init__(self, folder: str, key: dict, accelerator, save_seconds: float):
+        self.key = json.loads(json.dumps(key, sort_keys=True))
+        digest = hashlib.sha1(json.dumps(self.key, sort_keys=True).encode()).hexdigest()[:12]
+        self.path = os.path.join(folder, f"eval-{digest}.partial.pt")
+        self.writer, self.save_seconds, self.print = accelerator.is_main_process, save_seconds, accelerator.print
         self.last = time.monotonic()
         self.done = {"batches": 0, "ranks": [], "validity": [], "seen": []}
-        if os.path.exists(path):
-            saved = torch.load(path, map_location="cpu", weights_only=True)
-            if saved.get("key") == self.key:
-                self.done = saved
+        if os.path.exists(self.path):
+            try:
+                saved = torch.load(self.path, map_location="cpu", weights_only=True)
+            except Exception as e:  # a torn or foreign file: score everything again
+                self.print(f"warning: ignoring unreadable partial evaluation {self.path}: {e}")
+            else:
+                if saved.get("key") == self.key:
+                    self.done = saved
+        accelerator.wait_for_everyone()
 
-    def maybe_save(self, batches: int, ranks: list, validity: list, seen: list) -> None:
-        if not self.writer or time.monotonic() - self.last < self.save_seconds:
+    def maybe_save(self, batches: int, total: int, ranks: list, validity: list, seen: list) -> None:
+        if not self.writer or batches >= total or time.monotonic() - self.last < self.save_seconds:
             return
-        tmp = f"{self.path}.tmp"
-        torch.save({"key": self.key, "batches": batches, "ranks": [r.cpu() for r in ranks],
-                    "validity": [v.cpu() for v in validity], "seen": [x.cpu() for x in seen]}, tmp)
-        os.replace(tmp, self.path)
+        tmp = f"{self.path}.{os.getpid()}.tmp"
+        try:
+            torch.save({"key": self.key, "batches": batches, "ranks": [r.cpu() for r in ranks],
+                        "validity": [v.cpu() for v in validity], "seen": [x.cpu() for x in seen]}, tmp)
+            os.replace(tmp, self.path)
+        except OSError as e:
+            self.print(f"warning: cannot keep partial evaluation results in {self.path} ({e}); going on without")
+            self.writer = False
         self.last = time.monotonic()
 
     def finish(self) -> None:
-        if self.writer and os.path.exists(self.path):
-            os.remove(self.path)
+        if self.writer:
+            try:
+                os.remove(self.path)
+            except FileNotFoundError:
+                pass
 
 
 def _evaluate(net, loader, accelerator, ks, num_items, desc, progress, exclude_history, store=None) -> dict:
@@ -128,7 +151,7 @@ def _evaluate(net, loader, accelerator, ks, num_items, desc, progress, exclude_h
             validity.append(accelerator.gather_for_metrics(list_validity(items, num_items)))
         ranks.append(accelerator.gather_for_metrics(r))  # per batch: drops the last batch's padding duplicates
         if store is not None:
-            store.maybe_save(i + 1, ranks, validity, seen)
+            store.maybe_save(i + 1, len(loader), ranks, validity, seen)
     if store is not None:
         store.finish()
     all_ranks = torch.cat(ranks) if ranks else torch.empty(0, dtype=torch.long)

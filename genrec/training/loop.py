@@ -8,6 +8,7 @@ result record. The same function runs under ``python`` and ``accelerate launch``
 """
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import logging
@@ -28,6 +29,7 @@ from ..console import interactive
 from ..io import torch_load
 from ..data import EvalDataset, Split, collate, load_dataset
 from ..evaluation import evaluate
+from ..evaluation.evaluate import PARTIAL_GLOB
 from .distributed import gathered, load_full_state_dict, trainable_state
 from ..models import ModelContext, build_model
 from ..data.samplers import BucketShuffle, EpochShuffle
@@ -101,18 +103,26 @@ def _evaluate_splits(cfg: ExperimentConfig, model, split: Split, data, accelerat
                      partial_dir: str | None = None, weights: dict | None = None) -> dict:
     """{split: metrics} for every split in ``cfg.eval.splits`` (each on ``cfg.eval.max_users`` users).
 
-    With ``partial_dir`` each split keeps its finished batches in ``<partial_dir>/eval_<split>.partial.pt`` (keyed by
-    ``weights``, which names the evaluated weights, and the ``eval`` config), so an interrupted evaluation resumes.
+    With ``partial_dir`` each split keeps its finished batches there (``genrec.evaluation.evaluate.PartialEval``),
+    keyed by ``weights`` (what identifies the evaluated weights) and the ``eval`` config, so an interrupted
+    evaluation resumes.
     """
     results = {}
     for name in cfg.eval.splits:
         loader = _eval_loader(cfg, split, data.num_users, accelerator, collate_fn, name, cfg.eval.max_users)
-        partial = os.path.join(partial_dir, f"eval_{name}.partial.pt") if partial_dir else None
         key = {"split": name, "weights": weights, "eval": to_dict(cfg)["eval"]}
         results[name] = evaluate(model, loader, accelerator, cfg.eval.ks, data.num_items, desc=name,
                                  progress=cfg.train.progress, exclude_history=cfg.eval.exclude_history,
-                                 partial=partial, partial_key=key)
+                                 partial_dir=partial_dir, partial_key=key)
     return results
+
+
+def _file_sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 24), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def protocol_name(ec) -> str:
@@ -416,6 +426,8 @@ def _save_tested_weights(run: Run) -> None:
     """``best_model.pt``: the weights ``test`` and ``genrec eval`` load (every rank takes part: FSDP gathers)."""
     weights = run.accelerator.get_state_dict(run.model)  # gathered on the main process under FSDP
     if run.accelerator.is_main_process:
+        for stale in glob.glob(os.path.join(run.run_dir, PARTIAL_GLOB)):  # evaluations of the weights replaced
+            os.remove(stale)
         torch.save(trainable_state(run.accelerator.unwrap_model(run.model), weights), run.best_path)
 
 
@@ -430,7 +442,10 @@ def test(run: Run) -> dict:
     if os.path.exists(run.best_path):
         load_full_state_dict(run.model, accelerator.unwrap_model(run.model), torch_load(
             run.best_path, "best weights", "delete the run folder to train again", map_location="cpu"))
-    weights = {"global_step": run.state.get("global_step"), "best_epoch": run.state.get("best_epoch")}
+    if os.path.exists(run.best_path):  # the tested weights themselves (a second or so of hashing)
+        weights = {"sha256": _file_sha256(run.best_path)}
+    else:
+        weights = {"global_step": run.state.get("global_step"), "best_epoch": run.state.get("best_epoch")}
     results = _evaluate_splits(run.cfg, run.model, run.split, run.data, accelerator, collate,
                                partial_dir=run.run_dir, weights=weights)  # a killed test resumes its batches
     accelerator.log({f"final/{s}/{k}": v for s, m in results.items() for k, v in m.items()})
@@ -494,15 +509,17 @@ def evaluate_run(run_dir: str, overrides: list[str]) -> dict:
     from ..predict import load_run
 
     t0, commit = time.time(), git_commit()
+    best = os.path.join(run_dir, "best_model.pt")
+    weights = {"sha256": _file_sha256(best)} if os.path.exists(best) else None  # before loading: what is evaluated
     trained = load_run(run_dir, overrides)  # config + overrides, data, IDs, best weights; inputs checked
     cfg, data, finished = trained.cfg, trained.data, trained.finished
     name = cfg.name or os.path.basename(os.path.normpath(run_dir))
     accelerator = Accelerator(mixed_precision=_precision(cfg.train))
     split = Split(data, cfg.data.max_history, cfg.data.train_on_valid)
     model = accelerator.prepare(trained.model)
-    best = os.stat(os.path.join(run_dir, "best_model.pt"))
-    weights = {"file": "best_model.pt", "bytes": best.st_size, "mtime_ns": best.st_mtime_ns}
-    results = _evaluate_splits(cfg, model, split, data, accelerator, collate, partial_dir=run_dir,
+    if weights and _file_sha256(best) != weights["sha256"]:  # rewritten while loading (a run still training)
+        weights = None
+    results = _evaluate_splits(cfg, model, split, data, accelerator, collate, partial_dir=run_dir if weights else None,
                                weights=weights)  # a killed re-evaluation resumes its finished batches
     tag = hashlib.sha1(json.dumps(sorted(overrides)).encode()).hexdigest()[:6]
     record = {

@@ -78,7 +78,8 @@ class _Interrupted(Exception):
 
 
 class _FlakyListModel(torch.nn.Module):
-    """Ranks items by a hash of the history (a list model); dies at batch ``die_at``; counts its batches."""
+    """Ranks items by a hash of the history (a list model, with an invalid id and a duplicate in every list); dies
+    at batch ``die_at``; counts its batches."""
 
     def __init__(self, n: int, die_at: int | None = None):
         super().__init__()
@@ -91,12 +92,15 @@ class _FlakyListModel(torch.nn.Module):
         B = batch["history"].shape[0]
         shift = batch["history"].sum(1, keepdim=True) % self.n
         items = (torch.arange(k)[None] + shift) % self.n + 1
+        items[:, 1] = self.n + 5  # invalid
+        items[:, 2] = items[:, 0]  # a duplicate
         return items, torch.zeros(B, k)
 
 
 def test_an_interrupted_evaluation_resumes_its_finished_batches_to_the_same_metrics(tmp_path):
-    """With a partial file, a kill after 3 of 8 batches and a restart score only the 5 left and give the metrics of
-    an uninterrupted evaluation; the file is gone at the end; another key starts from scratch."""
+    """With a partial folder, a kill after 3 of 8 batches and a restart score only the 5 left and give the metrics
+    (validity and seen-target counts included) of an uninterrupted evaluation; the file is gone at the end; another
+    key starts from scratch."""
     from accelerate import Accelerator
     from torch.utils.data import DataLoader
 
@@ -108,18 +112,23 @@ def test_an_interrupted_evaluation_resumes_its_finished_batches_to_the_same_metr
     data = make_tiny(num_users=120)
     loader = DataLoader(EvalDataset(Split(data, 20), "test"), batch_size=16, collate_fn=collate)  # 8 batches
     n = data.num_items
-    whole = evaluate(_FlakyListModel(n), loader, acc, [5, 10], n, progress=False)
-    path = str(tmp_path / "eval_test.partial.pt")
-    kw = dict(progress=False, partial=path, partial_key={"weights": 1}, save_seconds=0.0)
+    common = dict(progress=False, exclude_history=True)
+    whole = evaluate(_FlakyListModel(n), loader, acc, [5, 10], n, **common)
+    assert whole["invalid_ids"] > 0 and whole["duplicate_ids"] > 0 and "seen_targets" in whole
+    kw = dict(common, partial_dir=str(tmp_path), partial_key={"weights": 1}, save_seconds=0.0)
     with pytest.raises(_Interrupted):
         evaluate(_FlakyListModel(n, die_at=3), loader, acc, [5, 10], n, **kw)
+    (path,) = tmp_path.glob("eval-*.partial.pt")
     assert torch.load(path, weights_only=True)["batches"] == 3
     again = _FlakyListModel(n)
     resumed = evaluate(again, loader, acc, [5, 10], n, **kw)
     assert again.calls == 5 and resumed == whole and resumed["users"] == 120
-    assert not os.path.exists(path)
+    assert not list(tmp_path.iterdir())  # removed at the end
     with pytest.raises(_Interrupted):
         evaluate(_FlakyListModel(n, die_at=3), loader, acc, [5, 10], n, **kw)
     other = _FlakyListModel(n)
     assert evaluate(other, loader, acc, [5, 10], n, **{**kw, "partial_key": {"weights": 2}}) == whole
-    assert other.calls == 8  # other weights: nothing reused
+    assert other.calls == 8  # other weights: another file, nothing reused
+    path.write_bytes(b"torn")  # an unreadable file of the same key: ignored, everything scored again
+    torn = _FlakyListModel(n)
+    assert evaluate(torn, loader, acc, [5, 10], n, **kw) == whole and torn.calls == 8

@@ -48,8 +48,8 @@ def test_kill_during_the_test_evaluation_resumes_its_finished_batches(tmp_path, 
     reference = loop.train(_cfg(tmp_path / "a", *o))
     real_save, real_init, seen = ev.PartialEval.maybe_save, ev.PartialEval.__init__, []
 
-    def init(self, path, key, writer, save_seconds):
-        real_init(self, path, key, writer, 0.0)  # save after every batch
+    def init(self, folder, key, accelerator, save_seconds):
+        real_init(self, folder, key, accelerator, 0.0)  # save after every batch
         seen.append(int(self.done["batches"]))
 
     def save_then_die(self, batches, *a):
@@ -64,6 +64,6 @@ def test_kill_during_the_test_evaluation_resumes_its_finished_batches(tmp_path, 
     monkeypatch.setattr(ev.PartialEval, "maybe_save", real_save)
     resumed = loop.train(_cfg(tmp_path / "b", *o))
     assert seen == [0, 2, 0]  # killed in the first split (valid); the restart resumes it at batch 2, then test
-    assert resumed["metrics"] == reference["metrics"]
+    assert resumed["all_splits"] == reference["all_splits"]  # the interrupted split (valid) included
     assert resumed["validation_history"] == pytest.approx(reference["validation_history"])
-    assert not list((tmp_path / "b" / "runs" / "r").glob("eval_*.partial.pt"))
+    assert not list((tmp_path / "b" / "runs" / "r").glob("eval-*.partial.pt"))

@@ -154,17 +154,19 @@ def test_sasrec_mask_padding_makes_states_independent_of_left_padding(heads):
     rows stay finite (they keep their own key), so gradients do too."""
     from genrec.models.sasrec import SASRec
 
-    items = torch.tensor([[4, 2, 9]])
-    padded = torch.cat([torch.zeros(1, 3, dtype=torch.long), items], 1)
+    histories = [[4, 2, 9], [7, 1, 3, 8, 5], [6]]  # a batch with different padding: the mask's (B * heads) layout
+    padded = torch.tensor([[0] * (6 - len(h)) + h for h in histories])
     for mask_padding in (False, True):  # the masked model is the one trained below
         torch.manual_seed(0)
         m = SASRec(num_items=10, max_len=6, hidden=8, heads=heads, dropout=0.0, mask_padding=mask_padding).eval()
         with torch.no_grad():
             for blk in m.blocks:  # non-zero biases: padded keys carry a value the unmasked model attends to
                 torch.nn.init.normal_(blk.attn.in_proj_bias, std=0.5)
-            same = torch.allclose(m.encode(padded)[:, 3:], m.encode(items), atol=1e-5)
-        assert same == mask_padding
+            batch = m.encode(padded)
+            same = [torch.allclose(batch[b, 6 - len(h):], m.encode(torch.tensor([h]))[0], atol=1e-5)
+                    for b, h in enumerate(histories)]
+        assert all(same) if mask_padding else not any(same[:2])
     m.train()
-    loss = m({"input": padded, "labels": torch.tensor([[0, 0, 0, 2, 9, 1]])}).loss
+    loss = m({"input": padded, "labels": torch.where(padded > 0, padded % 10 + 1, 0)}).loss
     loss.backward()
     assert all(torch.isfinite(p.grad).all() for p in m.parameters() if p.grad is not None)
