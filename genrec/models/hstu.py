@@ -18,10 +18,10 @@ cross-entropy (``genrec.models.losses``).
 
 ``reference=True`` (``model.hstu.reference_details``) takes the research code's details where they differ from the
 above: ``n`` a constant (``max_len``; the reference divides by its padded length, 211 for 200 history items: the
-layer norm after it cancels a constant up to its eps), layer norms with eps 1e-6 and no
-scale or shift, no bias on the U/V/Q/K projection, W_o Xavier-uniform, absolute positions counted from the oldest
-item of the window (the reference pads on the right) and initialised Xavier-normal (its ``reset_params`` overwrites
-the truncated normal it first draws).
+layer norm after it cancels a constant up to its eps), layer norms with eps 1e-6 and no scale or shift, no bias on
+the U/V/Q/K projection, W_o Xavier-uniform, absolute positions counted from the oldest item of the window (the
+reference pads on the right) and initialised Xavier-normal (its ``reset_params`` overwrites the truncated normal it
+first draws).
 """
 from __future__ import annotations
 
