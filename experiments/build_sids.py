@@ -18,7 +18,7 @@ from genrec.config import ConfigError, load_config
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     p.add_argument("--config", "-c", action="append", default=[], help="YAML file; repeat to stack (later wins)")
     p.add_argument("--force", action="store_true", help="rebuild even if the artifact exists")
     p.add_argument("--record", default="", help="also write a results record (report + provenance), e.g. "

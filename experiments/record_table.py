@@ -125,7 +125,7 @@ def _plot(table: dict, rows: list[dict], path: str) -> None:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     p.add_argument("table", help="name of configs/record_tables/<name>.yaml, or a path")
     p.add_argument("--out-dir", default=os.path.join(REPO, "results", "tables"))
     args = p.parse_args()

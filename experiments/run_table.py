@@ -479,7 +479,8 @@ def write_outputs(table: Table, jobs: list[Job], out_dir: str, t0: float) -> dic
 
 # ------------------------------------------------------------------------------------------------ CLI
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description="Run the cells of a results table and write it with published rows.")
+    p = argparse.ArgumentParser(description="Run the cells of a results table and write it with published rows.",
+                                allow_abbrev=False)  # a prefix such as --out must not silently mean --output-dir
     p.add_argument("table", help="name under configs/tables/ (e.g. table2) or a path to a table YAML")
     p.add_argument("--dry-run", action="store_true", help="print every launch command and exit")
     p.add_argument("--report-only", action="store_true", help="launch nothing; write the table from existing records")
