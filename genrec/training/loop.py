@@ -439,13 +439,11 @@ def test(run: Run) -> dict:
     """
     accelerator = run.accelerator
     accelerator.wait_for_everyone()
+    weights = {"global_step": run.state.get("global_step"), "best_epoch": run.state.get("best_epoch")}
     if os.path.exists(run.best_path):
         load_full_state_dict(run.model, accelerator.unwrap_model(run.model), torch_load(
             run.best_path, "best weights", "delete the run folder to train again", map_location="cpu"))
-    if os.path.exists(run.best_path):  # the tested weights themselves (a second or so of hashing)
-        weights = {"sha256": _file_sha256(run.best_path)}
-    else:
-        weights = {"global_step": run.state.get("global_step"), "best_epoch": run.state.get("best_epoch")}
+        weights = {"sha256": _file_sha256(run.best_path)}  # the tested weights themselves (a second of hashing)
     results = _evaluate_splits(run.cfg, run.model, run.split, run.data, accelerator, collate,
                                partial_dir=run.run_dir, weights=weights)  # a killed test resumes its batches
     accelerator.log({f"final/{s}/{k}": v for s, m in results.items() for k, v in m.items()})
