@@ -33,6 +33,7 @@ class TrainedRun:
     model: torch.nn.Module
     run_dir: str
     finished: bool = False  # the run trained to its end (not killed, not stopped by train.finish)
+    inputs: dict | None = None  # fingerprints of the data and semantic IDs (``training.inputs.input_fingerprints``)
 
     @torch.no_grad()
     def recommend(self, histories: list[list[int]] | torch.Tensor, k: int = 10,
@@ -111,14 +112,15 @@ def load_run(run_dir: str, overrides: list[str] | tuple[str, ...] = ()) -> Train
     ctx = build_context(cfg, data, None)
     state_path = os.path.join(run_dir, "checkpoint", "trainer_state.json")
     finished = False
+    inputs = input_fingerprints(data, ctx)
     if os.path.isfile(state_path):
         with open(state_path) as f:
             state = json.load(f)
-        check_inputs(run_dir, state, input_fingerprints(data, ctx))
+        check_inputs(run_dir, state, inputs)
         finished = bool(state.get("done")) and state.get("finished_by_user_at_epoch") is None
     model = build_model(cfg, ctx)
     load_full_state_dict(model, model, torch_load(best_path, "best weights", "re-train the run", map_location="cpu"))
-    return TrainedRun(cfg, data, model.eval(), run_dir, finished)
+    return TrainedRun(cfg, data, model.eval(), run_dir, finished, inputs)
 
 
 def predict(run: TrainedRun, k: int = 10, split: str = "test", users: list[str] | None = None,

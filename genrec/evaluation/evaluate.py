@@ -44,14 +44,16 @@ def evaluate(model, loader, accelerator, ks: list[int], num_items: int, desc: st
             item before the target (``batch["seen"]``, else the capped ``history``). Score models get ``-inf`` on
             seen items; generative models are asked for ``max(ks) + T`` items (T = history columns, so their beam
             widens to at least that) and seen items are dropped from the list.
+        partial_dir: a folder for the finished batches (gathered ranks; written by the main process every
+            ``save_seconds``, removed at the end) in a file named by a hash of the key: ``partial_key`` (the
+            weights, the inputs, the eval config) + the loader's length, the processes, ``ks``, the protocol, the
+            precision and the device type. A file with the same key is resumed: its batches are not scored again.
     Returns:
         {"recall@5": ..., "ndcg@5": ..., ..., "users": n, "recall@5_se": binomial standard error of recall@5
         (sqrt(p (1 - p) / n)), ..., "invalid_ids": n, "duplicate_ids": n}; with
-        ``exclude_history`` also "seen_targets": targets that were in their user's history (ranked as misses).
-        partial_dir: a folder for the finished batches (gathered ranks; written by the main process every
-            ``save_seconds``, removed at the end) in a file named by a hash of the key: ``partial_key`` (the
-            weights, the eval config) + the loader's length, the processes, ``ks``, the protocol, the precision and
-            the device type. A file with the same key is resumed: its batches are not scored again.
+        ``exclude_history`` also "seen_targets": targets that were in their user's history (ranked as misses);
+        after a resume also "resumed_batches" (batches scored by the interrupted process) and "eval_commits" (the
+        code commits that scored the batches, oldest first).
     """
     from ..training.distributed import gathered
 
@@ -80,7 +82,9 @@ class PartialEval:
 
     Every process reads the file, then all wait, so none starts (or the main process writes) before all have read;
     only the main process writes, atomically (a temporary file of its own, then ``os.replace``). An unreadable file
-    is ignored with a warning; a folder that cannot be written to only stops the saving.
+    is ignored with a warning; a folder that cannot be written to only stops the saving. The file also lists the
+    code commits that scored its batches (the key leaves the code out, so a test resumes across commits): a resumed
+    evaluation reports them with the number of batches it did not score again.
     """
 
     def __init__(self, folder: str, key: dict, accelerator, save_seconds: float):
@@ -88,8 +92,11 @@ class PartialEval:
         digest = hashlib.sha1(json.dumps(self.key, sort_keys=True).encode()).hexdigest()[:12]
         self.path = os.path.join(folder, f"eval-{digest}.partial.pt")
         self.writer, self.save_seconds, self.print = accelerator.is_main_process, save_seconds, accelerator.print
+        from ..training.records import git_commit
+
+        self.commit = git_commit()
         self.last = time.monotonic()
-        self.done = {"batches": 0, "ranks": [], "validity": [], "seen": []}
+        self.done = {"batches": 0, "ranks": [], "validity": [], "seen": [], "commits": []}
         if os.path.exists(self.path):
             try:
                 saved = torch.load(self.path, map_location="cpu", weights_only=True)
@@ -97,7 +104,7 @@ class PartialEval:
                 self.print(f"warning: ignoring unreadable partial evaluation {self.path}: {e}")
             else:
                 if saved.get("key") == self.key:
-                    self.done = saved
+                    self.done = {"commits": [], **saved}
         accelerator.wait_for_everyone()
 
     def maybe_save(self, batches: int, total: int, ranks: list, validity: list, seen: list) -> None:
@@ -106,12 +113,18 @@ class PartialEval:
         tmp = f"{self.path}.{os.getpid()}.tmp"
         try:
             torch.save({"key": self.key, "batches": batches, "ranks": [r.cpu() for r in ranks],
-                        "validity": [v.cpu() for v in validity], "seen": [x.cpu() for x in seen]}, tmp)
+                        "validity": [v.cpu() for v in validity], "seen": [x.cpu() for x in seen],
+                        "commits": self.commits()}, tmp)
             os.replace(tmp, self.path)
         except OSError as e:
             self.print(f"warning: cannot keep partial evaluation results in {self.path} ({e}); going on without")
             self.writer = False
         self.last = time.monotonic()
+
+    def commits(self) -> list[str]:
+        """The commits that scored the batches so far, oldest first."""
+        saved = list(self.done["commits"])
+        return saved if saved and saved[-1] == self.commit else saved + [self.commit]
 
     def finish(self) -> None:
         if self.writer:
@@ -165,4 +178,6 @@ def _evaluate(net, loader, accelerator, ks, num_items, desc, progress, exclude_h
         out["invalid_ids"], out["duplicate_ids"] = int(counts[0]), int(counts[1])
     if seen:
         out["seen_targets"] = int(torch.cat(seen).sum())
+    if skip:  # resumed: say how much an earlier process scored, and with which code
+        out["resumed_batches"], out["eval_commits"] = skip, store.commits()
     return out

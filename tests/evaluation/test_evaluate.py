@@ -97,10 +97,12 @@ class _FlakyListModel(torch.nn.Module):
         return items, torch.zeros(B, k)
 
 
-def test_an_interrupted_evaluation_resumes_its_finished_batches_to_the_same_metrics(tmp_path):
+def test_an_interrupted_evaluation_resumes_its_finished_batches_to_the_same_metrics(tmp_path, monkeypatch):
     """With a partial folder, a kill after 3 of 8 batches and a restart score only the 5 left and give the metrics
-    (validity and seen-target counts included) of an uninterrupted evaluation; the file is gone at the end; another
-    key starts from scratch."""
+    (validity and seen-target counts included) of an uninterrupted evaluation, plus how many batches were resumed
+    and the commits that scored them; the file is gone at the end; another key starts from scratch."""
+    import genrec.training.records as records
+
     from accelerate import Accelerator
     from torch.utils.data import DataLoader
 
@@ -116,12 +118,15 @@ def test_an_interrupted_evaluation_resumes_its_finished_batches_to_the_same_metr
     whole = evaluate(_FlakyListModel(n), loader, acc, [5, 10], n, **common)
     assert whole["invalid_ids"] > 0 and whole["duplicate_ids"] > 0 and "seen_targets" in whole
     kw = dict(common, partial_dir=str(tmp_path), partial_key={"weights": 1}, save_seconds=0.0)
+    monkeypatch.setattr(records, "git_commit", lambda: "old")
     with pytest.raises(_Interrupted):
         evaluate(_FlakyListModel(n, die_at=3), loader, acc, [5, 10], n, **kw)
     (path,) = tmp_path.glob("eval-*.partial.pt")
     assert torch.load(path, weights_only=True)["batches"] == 3
+    monkeypatch.setattr(records, "git_commit", lambda: "new")  # resumed under other code: the record says so
     again = _FlakyListModel(n)
     resumed = evaluate(again, loader, acc, [5, 10], n, **kw)
+    assert resumed.pop("resumed_batches") == 3 and resumed.pop("eval_commits") == ["old", "new"]
     assert again.calls == 5 and resumed == whole and resumed["users"] == 120
     assert not list(tmp_path.iterdir())  # removed at the end
     with pytest.raises(_Interrupted):
