@@ -408,7 +408,8 @@ def _validate(run: Run, epoch: int) -> None:
     metrics = evaluate(run.model, run.valid_loader, accelerator, cfg.eval.ks, run.data.num_items,
                        desc="valid", progress=tc.progress, exclude_history=cfg.eval.exclude_history)
     value = metrics[tc.monitor]
-    accelerator.log({f"valid/{k}": v for k, v in metrics.items()}, step=state["global_step"])
+    accelerator.log({f"valid/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))},
+                    step=state["global_step"])
     state["history"].append({"epoch": epoch, "step": state["global_step"], **metrics})
     if value > state["best"]:
         state.update(best=value, best_epoch=epoch, bad_evals=0)
@@ -449,7 +450,8 @@ def test(run: Run) -> dict:
     weights["inputs"] = run.inputs  # the data and semantic IDs they are tested on
     results = _evaluate_splits(run.cfg, run.model, run.split, run.data, accelerator, collate,
                                partial_dir=run.run_dir, weights=weights)  # a killed test resumes its batches
-    accelerator.log({f"final/{s}/{k}": v for s, m in results.items() for k, v in m.items()})
+    accelerator.log({f"final/{s}/{k}": v for s, m in results.items() for k, v in m.items()
+                     if isinstance(v, (int, float))})  # trackers take numbers (not eval_commits)
     accelerator.end_training()
     return results
 
