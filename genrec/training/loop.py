@@ -447,7 +447,7 @@ def test(run: Run) -> dict:
         load_full_state_dict(run.model, accelerator.unwrap_model(run.model), torch_load(
             run.best_path, "best weights", "delete the run folder to train again", map_location="cpu"))
         weights = {"sha256": _file_sha256(run.best_path)}  # the tested weights themselves (a second of hashing)
-    weights["inputs"] = run.inputs  # the data and semantic IDs they are tested on
+    # the inputs need no key here: a run resumes only on the data and semantic IDs of its checkpoint (check_inputs)
     results = _evaluate_splits(run.cfg, run.model, run.split, run.data, accelerator, collate,
                                partial_dir=run.run_dir, weights=weights)  # a killed test resumes its batches
     accelerator.log({f"final/{s}/{k}": v for s, m in results.items() for k, v in m.items()
@@ -522,8 +522,8 @@ def evaluate_run(run_dir: str, overrides: list[str]) -> dict:
     model = accelerator.prepare(trained.model)
     if weights and _file_sha256(best) != weights["sha256"]:  # rewritten while loading (a run still training)
         weights = None
-    if weights:
-        weights["inputs"] = trained.inputs  # the data and semantic IDs they are evaluated on
+    if weights:  # the data and semantic IDs evaluated on (a folder without a checkpoint has nothing to check them by)
+        weights["inputs"] = trained.inputs
     results = _evaluate_splits(cfg, model, split, data, accelerator, collate, partial_dir=run_dir if weights else None,
                                weights=weights)  # a killed re-evaluation resumes its finished batches
     tag = hashlib.sha1(json.dumps(sorted(overrides)).encode()).hexdigest()[:6]

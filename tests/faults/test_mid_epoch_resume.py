@@ -3,7 +3,6 @@ numbers of the uninterrupted run."""
 import json
 
 import pytest
-import torch
 
 from genrec.config import load_config
 from genrec.training import loop
@@ -62,9 +61,6 @@ def test_kill_during_the_test_evaluation_resumes_its_finished_batches(tmp_path, 
     monkeypatch.setattr(ev.PartialEval, "maybe_save", save_then_die)
     with pytest.raises(KeyboardInterrupt):
         loop.train(_cfg(tmp_path / "b", *o))
-    (partial,) = (tmp_path / "b" / "runs" / "r").glob("eval-*.partial.pt")
-    key = torch.load(partial, weights_only=True)["key"]
-    assert key["weights"]["inputs"] == reference["inputs"]  # other data or semantic IDs: another file
     monkeypatch.setattr(ev.PartialEval, "maybe_save", real_save)
     resumed = loop.train(_cfg(tmp_path / "b", *o))
     assert seen == [0, 2, 0]  # killed in the first split (valid); the restart resumes it at batch 2, then test
