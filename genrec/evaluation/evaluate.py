@@ -46,8 +46,9 @@ def evaluate(model, loader, accelerator, ks: list[int], num_items: int, desc: st
             widens to at least that) and seen items are dropped from the list.
         partial_dir: a folder for the finished batches (gathered ranks; written by the main process every
             ``save_seconds``, removed at the end) in a file named by a hash of the key: ``partial_key`` (what
-            identifies the weights and inputs, the eval config) + the loader's length, the processes, ``ks``, the protocol, the
-            precision and the device type. A file with the same key is resumed: its batches are not scored again.
+            identifies the weights and inputs, the eval config) + the loader's length, the processes, ``ks``, the
+            protocol, the precision and the device type. A file with the same key is resumed: its batches are not
+            scored again.
     Returns:
         {"recall@5": ..., "ndcg@5": ..., ..., "users": n, "recall@5_se": binomial standard error of recall@5
         (sqrt(p (1 - p) / n)), ..., "invalid_ids": n, "duplicate_ids": n}; with
