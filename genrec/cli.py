@@ -87,8 +87,13 @@ def _run(args) -> int:
         print(OmegaConf.to_yaml(to_dict(cfg)))
     elif args.command == "train":
         from .training import train
+        from .training.stop import TrainingStopped
 
-        train(cfg)
+        try:
+            train(cfg)
+        except TrainingStopped as e:
+            print(f"genrec: {e}", file=sys.stderr)
+            return 128 + e.signum  # the shell's code for a process ended by that signal
     elif args.command == "demo":
         from .demo import run_demo
 

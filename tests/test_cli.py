@@ -37,3 +37,19 @@ def test_bad_values_stop_at_load_with_one_line_and_exit_2(capsys):
     assert main(["train", "--config", "configs/tiny.yaml", "train.batch_size=0", "model.attention=flesh"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "train.batch_size=0 must be > 0" in err[0] and "model.attention='flesh'" in err[0]
+
+
+def test_a_run_stopped_by_a_signal_exits_with_the_signal_code_and_says_how_to_resume(monkeypatch, capsys):
+    import signal
+
+    from genrec import training
+    from genrec.training.stop import TrainingStopped
+
+    def stopped(cfg):
+        raise TrainingStopped(signal.SIGTERM, 7, "runs/r")
+
+    monkeypatch.setattr(training, "train", stopped)
+    assert main(["train", "--config", "configs/tiny.yaml"]) == 128 + signal.SIGTERM
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["genrec: SIGTERM received: checkpoint written at optimiser step 7 in runs/r; "
+                   "the same command resumes the run"]

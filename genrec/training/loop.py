@@ -38,6 +38,7 @@ from .inputs import build_context, check_inputs, input_fingerprints, sids_fields
 from .naming import _flatten, run_name
 from .optim import build_optimizer
 from .records import device_description, git_commit, write_record
+from .stop import StopSignal, TrainingStopped
 
 log = logging.getLogger(__name__)
 logging.getLogger("accelerate").setLevel(logging.WARNING)  # one line per checkpoint file is noise
@@ -299,57 +300,64 @@ def fit(run: Run) -> None:
         run.ckpt.save(state)
 
     model.train()
-    while not state["done"] and state["epoch"] < tc.epochs:
-        epoch = state["epoch"]
-        run.train_loader.set_epoch(epoch)  # accelerate's loader passes it on to the sampler
-        loader = run.train_loader
-        skip = state["batch_in_epoch"]
-        batches = accelerator.skip_first_batches(loader, skip) if skip else loader
-        bar = tqdm(batches, desc=f"epoch {epoch + 1}", initial=skip, total=len(loader),  # epochs count from 1
-                   disable=not (tc.progress and accelerator.is_local_main_process and interactive()), leave=False)
-        running, n_running = 0.0, 0  # a device tensor between logs: reading it back is the step's only host sync
-        tokens.start()
-        for i, batch in enumerate(bar, start=skip):
-            tokens.add(batch)
-            with accelerator.accumulate(model):
-                out = model(batch)
-                accelerator.backward(out.loss)
-                if accelerator.sync_gradients and tc.grad_clip > 0:
-                    accelerator.clip_grad_norm_(model.parameters(), tc.grad_clip)
-                optimizer.step()
+    with StopSignal(accelerator, sync_every=tc.log_every or 50) as stop:  # SIGTERM: checkpoint, then stop
+        while not state["done"] and state["epoch"] < tc.epochs:
+            epoch = state["epoch"]
+            run.train_loader.set_epoch(epoch)  # accelerate's loader passes it on to the sampler
+            loader = run.train_loader
+            skip = state["batch_in_epoch"]
+            batches = accelerator.skip_first_batches(loader, skip) if skip else loader
+            bar = tqdm(batches, desc=f"epoch {epoch + 1}", initial=skip, total=len(loader),  # epochs count from 1
+                       disable=not (tc.progress and accelerator.is_local_main_process and interactive()), leave=False)
+            running, n_running = 0.0, 0  # a device tensor between logs: reading it back is the step's only host sync
+            tokens.start()
+            for i, batch in enumerate(bar, start=skip):
+                tokens.add(batch)
+                with accelerator.accumulate(model):
+                    out = model(batch)
+                    accelerator.backward(out.loss)
+                    if accelerator.sync_gradients and tc.grad_clip > 0:
+                        accelerator.clip_grad_norm_(model.parameters(), tc.grad_clip)
+                    optimizer.step()
+                    if accelerator.sync_gradients:
+                        scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+                running, n_running = running + out.loss.detach(), n_running + 1
                 if accelerator.sync_gradients:
-                    scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-            running, n_running = running + out.loss.detach(), n_running + 1
-            if accelerator.sync_gradients:
-                state["global_step"] += 1
-                if tc.log_every and state["global_step"] % tc.log_every == 0:
-                    loss = float(running) / n_running
-                    running, n_running = 0.0, 0
-                    bar.set_postfix(loss=f"{loss:.4f}")
-                    accelerator.log({"train/loss": loss, "train/lr": scheduler.get_last_lr()[0]},
-                                    step=state["global_step"])
-                    if bar.disable:  # no progress bar (a log file, train.progress=false): one line per log
-                        accelerator.print(f"step {state['global_step']} (epoch {epoch + 1}, batch {i + 1}/"
-                                          f"{len(loader)}): loss {loss:.4f}, lr {scheduler.get_last_lr()[0]:.2e}")
-                if tc.checkpoint_steps and state["global_step"] % tc.checkpoint_steps == 0:
-                    tokens.flush()
-                    save(batch_in_epoch=i + 1)
-                if tc.max_steps and state["global_step"] >= tc.max_steps:
-                    state["done"] = True
-                    break
-        tokens.flush(report_epoch=epoch + 1)
-        state["epoch"], state["batch_in_epoch"] = epoch + 1, 0
-        validates = (epoch + 1) % tc.eval_every == 0 or state["done"] or epoch + 1 == tc.epochs
-        if validates and not run.cfg.data.train_on_valid:  # trained-on validation targets select nothing
-            _validate(run, epoch + 1)
-        if state["epoch"] == tc.epochs:
-            state["done"] = True
-        if state["done"] and run.cfg.data.train_on_valid:  # no validation selects: the last weights are tested
-            _save_tested_weights(run)
-            state["best_epoch"] = state["epoch"]
-        if (epoch + 1) % tc.checkpoint_every == 0 or state["done"]:
-            save()
+                    state["global_step"] += 1
+                    if tc.log_every and state["global_step"] % tc.log_every == 0:
+                        loss = float(running) / n_running
+                        running, n_running = 0.0, 0
+                        bar.set_postfix(loss=f"{loss:.4f}")
+                        accelerator.log({"train/loss": loss, "train/lr": scheduler.get_last_lr()[0]},
+                                        step=state["global_step"])
+                        if bar.disable:  # no progress bar (a log file, train.progress=false): one line per log
+                            accelerator.print(f"step {state['global_step']} (epoch {epoch + 1}, batch {i + 1}/"
+                                              f"{len(loader)}): loss {loss:.4f}, lr {scheduler.get_last_lr()[0]:.2e}")
+                    stopping = stop.requested(state["global_step"])
+                    if stopping or (tc.checkpoint_steps and state["global_step"] % tc.checkpoint_steps == 0):
+                        tokens.flush()
+                        save(batch_in_epoch=i + 1)
+                    if stopping:
+                        accelerator.end_training()  # flush the trackers
+                        if accelerator.is_main_process:
+                            run.lock.release()
+                        raise TrainingStopped(stop.signum, state["global_step"], run.run_dir)
+                    if tc.max_steps and state["global_step"] >= tc.max_steps:
+                        state["done"] = True
+                        break
+            tokens.flush(report_epoch=epoch + 1)
+            state["epoch"], state["batch_in_epoch"] = epoch + 1, 0
+            validates = (epoch + 1) % tc.eval_every == 0 or state["done"] or epoch + 1 == tc.epochs
+            if validates and not run.cfg.data.train_on_valid:  # trained-on validation targets select nothing
+                _validate(run, epoch + 1)
+            if state["epoch"] == tc.epochs:
+                state["done"] = True
+            if state["done"] and run.cfg.data.train_on_valid:  # no validation selects: the last weights are tested
+                _save_tested_weights(run)
+                state["best_epoch"] = state["epoch"]
+            if (epoch + 1) % tc.checkpoint_every == 0 or state["done"]:
+                save()
     if not state["done"]:  # ran out of epochs: mark the run finished so a re-run only re-evaluates
         save(done=True)
 
