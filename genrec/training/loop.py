@@ -339,10 +339,7 @@ def fit(run: Run) -> None:
                         tokens.flush()
                         save(batch_in_epoch=i + 1)
                     if stopping:
-                        accelerator.end_training()  # flush the trackers
-                        if accelerator.is_main_process:
-                            run.lock.release()
-                        raise TrainingStopped(stop.signum, state["global_step"], run.run_dir)
+                        _stop(run, stop.signum)
                     if tc.max_steps and state["global_step"] >= tc.max_steps:
                         state["done"] = True
                         break
@@ -358,8 +355,18 @@ def fit(run: Run) -> None:
                 state["best_epoch"] = state["epoch"]
             if (epoch + 1) % tc.checkpoint_every == 0 or state["done"]:
                 save()
-    if not state["done"]:  # ran out of epochs: mark the run finished so a re-run only re-evaluates
-        save(done=True)
+        if not state["done"]:  # ran out of epochs: mark the run finished so a re-run only re-evaluates
+            save(done=True)
+        if stop.requested(0):  # the signal came during the last validation: trained and saved, the test comes later
+            _stop(run, stop.signum)
+
+
+def _stop(run: Run, signum: int) -> None:
+    """End a run stopped by a signal (its checkpoint is written): flush the trackers, free the folder, raise."""
+    run.accelerator.end_training()
+    if run.accelerator.is_main_process:
+        run.lock.release()
+    raise TrainingStopped(signum, run.state["global_step"], run.run_dir)
 
 
 class _TokenMeter:

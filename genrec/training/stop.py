@@ -28,9 +28,10 @@ class TrainingStopped(Exception):
 class StopSignal:
     """Context manager: while inside, SIGTERM and SIGUSR1 set a flag instead of killing the process.
 
-    ``requested(step)`` says whether to stop after optimiser step ``step`` (the same answer on every process).
-    Outside the block (validation between epochs included) the previous handlers apply again only after exit;
-    a signal received during validation stops the run at the first training step after it.
+    ``requested(step)`` says whether to stop after optimiser step ``step`` (the same answer on every process;
+    ``step`` 0 always consults every process). The training loop holds the block over its epochs and the
+    validations between them: a signal during a validation stops the run at the first training step after it, or,
+    after the last epoch, before the test. Outside the block (the test) the previous handlers apply.
     """
 
     def __init__(self, accelerator, sync_every: int):

@@ -113,3 +113,29 @@ def test_two_processes_stop_at_one_step_when_only_one_gets_the_signal(tmp_path):
     assert resumed["global_steps"] == reference["global_steps"]
     assert resumed["validation_history"] == pytest.approx(reference["validation_history"])
     assert resumed["metrics"] == pytest.approx(reference["metrics"])
+
+
+@pytest.mark.slow
+def test_a_signal_during_the_last_validation_stops_before_the_test_and_the_rerun_only_tests(tmp_path, monkeypatch):
+    reference = loop.train(_cfg(tmp_path / "a"))
+    real_validate, calls = loop._validate, {"n": 0}
+
+    def validate_then_signal(run, epoch):
+        real_validate(run, epoch)
+        calls["n"] += 1
+        if epoch == 3:  # train.epochs=3: no training step comes after this one
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(loop, "_validate", validate_then_signal)
+    tested = []
+    monkeypatch.setattr(loop, "test", lambda run: tested.append(run) or {})
+    with pytest.raises(TrainingStopped) as stopped:
+        loop.train(_cfg(tmp_path / "b"))
+    assert stopped.value.step == reference["global_steps"] and not tested  # stopped before the test
+    state = json.load(open(tmp_path / "b" / "runs" / "r" / "checkpoint" / "trainer_state.json"))
+    assert state["done"] and state["epoch"] == 3
+    monkeypatch.undo()
+    resumed = loop.train(_cfg(tmp_path / "b"))
+    assert calls["n"] == 3  # the re-run trained and validated nothing more
+    assert resumed["validation_history"] == pytest.approx(reference["validation_history"])
+    assert resumed["metrics"] == pytest.approx(reference["metrics"])
