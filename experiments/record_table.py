@@ -25,6 +25,7 @@ import csv
 import json
 import os
 import sys
+import textwrap
 import time
 
 from omegaconf import OmegaConf
@@ -56,6 +57,8 @@ def load_rows(table: dict) -> list[dict]:
                         trained = json.load(f)
             rows.append({"row": label, "source": "ours", "protocol": protocol, "record": path,
                          **{m: rec["metrics"].get(m) for m in table["metrics"]},
+                         **{f"{m}_se": rec["metrics"][f"{m}_se"] for m in table["metrics"]
+                            if f"{m}_se" in rec["metrics"]},  # recall's binomial s.e. over the test users
                          "users": rec.get("users_evaluated"), "params": trained.get("num_params"),
                          "train_seconds": trained.get("train_seconds"), "device": trained.get("device", "")})
     pub = table.get("published", {})
@@ -72,6 +75,11 @@ def write(table: dict, rows: list[dict], out_dir: str, command: str, t0: float) 
     name, metrics = table["name"], table["metrics"]
     os.makedirs(out_dir, exist_ok=True)
     fmt = lambda v: "—" if v is None else (f"{v:.4f}" if isinstance(v, float) else str(v))  # noqa: E731
+
+    def cell(r: dict, m: str) -> str:
+        se = r.get(f"{m}_se")
+        return fmt(r.get(m)) + (f" ± {se:.4f}" if se is not None else "")
+
     lines = [f"# {table['title']}", "", table.get("notes", "").strip(), ""]
     for protocol, desc in table["protocols"].items():
         lines += [f"## {protocol}: {desc}", "",
@@ -81,17 +89,20 @@ def write(table: dict, rows: list[dict], out_dir: str, command: str, t0: float) 
             params = f"{r['params'] / 1e6:.2f}M" if r.get("params") else "—"
             secs = f"{r['train_seconds']:.0f}" if r.get("train_seconds") is not None else "—"
             src = "ours" if r["source"] == "ours" else "published"
-            lines.append(f"| {r['row']} | " + " | ".join(fmt(r.get(m)) for m in metrics) +
+            lines.append(f"| {r['row']} | " + " | ".join(cell(r, m) for m in metrics) +
                          f" | {params} | {secs} | {src} |")
         lines.append("")
     devices = sorted({r["device"] for r in rows if r.get("device")})
     if table.get("published"):
         lines += [f"Published rows: {table['published'].get('source', '')}.", ""]
+    if any(f"{m}_se" in r for r in rows for m in metrics):
+        lines += ["± : the binomial standard error of recall over the test users (one seed; the spread over seeds "
+                  "is not in it).", ""]
     lines += ["Devices: " + "; ".join(devices), "", f"Command: `{command}`. Records: the `record` column of "
               f"`{name}.csv`."]
     with open(os.path.join(out_dir, f"{name}.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
-    keys = ["row", "source", "protocol", *metrics, "users", "params", "train_seconds", "device", "record"]
+    keys = ["row", "source", "protocol", *metrics, *[f"{m}_se" for m in metrics], "users", "params", "train_seconds", "device", "record"]
     with open(os.path.join(out_dir, f"{name}.csv"), "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
         w.writeheader()
@@ -111,16 +122,18 @@ def _plot(table: dict, rows: list[dict], path: str) -> None:
     metric = "ndcg@10"
     protocols = list(table["protocols"])
     counts = [max(1, sum(r["protocol"] == p for r in rows)) for p in protocols]
-    fig, axes = plt.subplots(len(protocols), 1, figsize=(10, 1.2 + 0.45 * sum(counts)), squeeze=False,
+    fig, axes = plt.subplots(len(protocols), 1, figsize=(10, 1.2 + 0.7 * sum(counts)), squeeze=False,
                              gridspec_kw={"height_ratios": counts})
     for ax, protocol in zip(axes[:, 0], protocols):
         sel = [r for r in rows if r["protocol"] == protocol and r.get(metric) is not None]
-        ax.barh([r["row"] + ("" if r["source"] == "ours" else " (published)") for r in sel],
-                [r[metric] for r in sel], color=["tab:blue" if r["source"] == "ours" else "tab:gray" for r in sel])
+        labels = [textwrap.fill(r["row"] + ("" if r["source"] == "ours" else " (published)"), 60) for r in sel]
+        ax.barh(labels, [r[metric] for r in sel],
+                color=["tab:blue" if r["source"] == "ours" else "tab:gray" for r in sel])
+        ax.tick_params(axis="y", labelsize=7)
         ax.set_title(f"{protocol}: {metric}")
         ax.invert_yaxis()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")  # the whole of every (wrapped) row label
     plt.close(fig)
 
 
