@@ -18,9 +18,10 @@ def test_data_parallel_eval_counts_every_user_once(tmp_path):
     assert single["users"] == 599
     out = tmp_path / "ddp.json"
     env = {**os.environ, "PYTHONPATH": os.path.join(HERE, "..", "..") + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            os.path.join(HERE, "ddp_eval_script.py"), str(out)]
-    subprocess.run(cmd, check=True, env=env, timeout=300, capture_output=True)
+    done = subprocess.run(cmd, env=env, timeout=300, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
     ddp = json.load(open(out))
     assert ddp["processes"] == 2
     assert ddp["users"] == 599  # 599 users over 2 processes: the padded duplicate is dropped, none lost

@@ -12,8 +12,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 @pytest.mark.slow
 def test_two_process_cpu_run_trains_and_evaluates_every_user_once(tmp_path):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "genrec", "train",
-           "--config", "configs/tiny.yaml", "train.epochs=2", "train.progress=false", "name=ddp",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "genrec",
+           "train", "--config", "configs/tiny.yaml", "train.epochs=2", "train.progress=false", "name=ddp",
            f"output_dir={tmp_path}/runs", f"results_dir={tmp_path}/results"]
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
     done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)

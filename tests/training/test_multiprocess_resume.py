@@ -24,7 +24,8 @@ MODELS = {
 
 
 def _command(model, root, sids, extra=()):
-    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "genrec", "train",
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "genrec",
+            "train",
             *MODELS[model], "train.epochs=2", "train.eval_every=1", "train.batch_size=64", "train.checkpoint_steps=2",
             "train.progress=false", "eval.valid_max_users=0", "tokenizer.rqvae.epochs=20", f"tokenizer.out_dir={sids}",
             "name=r", f"output_dir={root}/runs", f"results_dir={root}/results", *extra]
