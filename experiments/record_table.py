@@ -102,7 +102,8 @@ def write(table: dict, rows: list[dict], out_dir: str, command: str, t0: float) 
               f"`{name}.csv`."]
     with open(os.path.join(out_dir, f"{name}.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
-    keys = ["row", "source", "protocol", *metrics, *[f"{m}_se" for m in metrics], "users", "params", "train_seconds", "device", "record"]
+    keys = ["row", "source", "protocol", *metrics, *[f"{m}_se" for m in metrics], "users", "params", "train_seconds",
+            "device", "record"]
     with open(os.path.join(out_dir, f"{name}.csv"), "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
         w.writeheader()
