@@ -35,11 +35,21 @@ log = logging.getLogger(__name__)
 FIT_VERSION = 2
 
 
+def _fix_version(tcfg: dict) -> dict:
+    """Fixes that change one tokenizer's codes for some configs only, part of those configs' keys alone, so every
+    other artifact stays valid. opq 1: the OPQ rotation is trained against a PQ of ``codebook_size`` codes per
+    level (8-bit codes, 256, were already trained so and keep their keys; without a rotation nothing changed)."""
+    if tcfg["kind"] == "opq" and tcfg["opq"]["rotation"] and tcfg["codebook_size"] != 256:
+        return {"opq": 1}
+    return {}
+
+
 def sids_path(cfg, dataset: str, emb_sha: str) -> str:
     """Artifact path for this dataset, embedding and tokenizer config."""
     tcfg = dataclasses.asdict(cfg.tokenizer)
     tcfg.pop("out_dir")
-    key = hashlib.sha256(json.dumps({"emb": emb_sha, "tok": tcfg, "v": FIT_VERSION}, sort_keys=True).encode()).hexdigest()[:12]
+    payload = {"emb": emb_sha, "tok": tcfg, "v": FIT_VERSION, **_fix_version(tcfg)}
+    key = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
     return os.path.join(cfg.tokenizer.out_dir, f"{dataset}_{cfg.tokenizer.kind}_{key}.pt")
 
 

@@ -2,7 +2,8 @@
 
 OPQ learns a rotation of the embedding space before product quantisation, so that the L sub-spaces carry balanced
 information; with ``rotation=false`` it is plain PQ (as ``pq``, but by faiss). Optionally the embeddings are first
-reduced by PCA, whitened (RPG: ``sent_emb_pca`` with ``whiten=True``).
+reduced by PCA, whitened (RPG: ``sent_emb_pca`` with ``whiten=True``). The rotation is trained against a PQ of
+``codebook_size`` codes per level, the PQ it serves (faiss's OPQ alone alternates with a fixed 256-code PQ).
 
 faiss is used rather than a torch implementation because its OPQ alternates rotation and codebook updates
 (Procrustes + k-means) in tuned C++; it is an optional dependency (``pip install 'genrec[faiss]'``) needed only by
@@ -57,13 +58,14 @@ class OPQTokenizer(Tokenizer):
         if (self.pca_dim or dim) % self.num_levels:
             raise ValueError(f"opq: the embedding dimension {dim} is not a multiple of tokenizer.num_levels="
                              f"{self.num_levels}; set tokenizer.opq.pca_dim to a multiple of it")
-        if x.shape[0] < self.codebook_size or (self.rotation and x.shape[0] < 256):
-            raise ValueError(f"opq: {x.shape[0]} items are too few to fit (faiss's OPQ trains 256 codes per level "
-                             f"internally; PQ needs >= tokenizer.codebook_size={self.codebook_size}); set "
-                             f"tokenizer.opq.rotation=false or use tokenizer.kind=pq")
+        if x.shape[0] < self.codebook_size:
+            raise ValueError(f"opq: {x.shape[0]} items are too few to fit: PQ needs at least "
+                             f"tokenizer.codebook_size={self.codebook_size}")
         index = faiss.index_factory(dim, self._factory(dim))
-        _configure(faiss, index, self.seed)
+        opq, inner_pq = _configure(faiss, index, self.seed, self.bits)
         index.train(np.ascontiguousarray(x))
+        if opq is not None:
+            opq.pq = None  # faiss holds a bare pointer to inner_pq, freed with it when fit returns
         self.index, self.fitted = index, True
         return self
 
@@ -93,13 +95,30 @@ class OPQTokenizer(Tokenizer):
         self.index = _faiss().deserialize_index(state["index"].numpy())
 
 
-def _configure(faiss, index, seed: int) -> None:
+def _configure(faiss, index, seed: int, bits: int):
     """Seed the final PQ's k-means (faiss's default seed is a constant) and let it run quietly on small catalogs
-    (faiss warns below 39 points per centroid). OPQ's inner iterations keep faiss's own fixed seed."""
+    (faiss warns below 39 points per centroid).
+
+    OPQ's rotation is trained by alternating with a PQ that faiss makes with 8-bit codes unless ``OPQMatrix.pq``
+    is set; it is set here to one with ``bits``-bit codes, so the rotation is fitted to the quantiser that will
+    use it. Its k-means keeps faiss's fixed seed, so 8-bit rotations are those faiss trains by itself. Returns the
+    OPQ transform and that PQ (or None, None): faiss holds a bare pointer to the PQ, so the caller keeps it alive
+    until training is done and then unsets it.
+    """
     root = faiss.downcast_index(index)
     pq_index = faiss.downcast_index(root.index) if isinstance(root, faiss.IndexPreTransform) else root
     pq_index.pq.cp.seed = int(seed)
     pq_index.pq.cp.min_points_per_centroid = 1
+    if not isinstance(root, faiss.IndexPreTransform):
+        return None, None
+    for i in range(root.chain.size()):
+        opq = faiss.downcast_VectorTransform(root.chain.at(i))
+        if isinstance(opq, faiss.OPQMatrix):
+            inner = faiss.ProductQuantizer(opq.d_out, opq.M, bits)
+            inner.cp.min_points_per_centroid = 1
+            opq.pq = inner
+            return opq, inner
+    return None, None
 
 
 def _unpack(packed: np.ndarray, levels: int, bits: int) -> np.ndarray:

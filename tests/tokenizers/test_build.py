@@ -66,3 +66,23 @@ def test_build_sids_key_changes_with_tokenizer_config(cfg):
     b = build_sids(cfg)
     assert a.extra["report"] != b.extra["report"]
     assert isinstance(SemanticIds.load(a.extra["report"].replace(".report.json", ".pt")), SemanticIds)
+
+
+def test_opq_rotation_fix_changes_only_the_keys_of_the_codes_it_changes():
+    """The OPQ rotation fix (trained against a PQ of codebook_size codes) changed the codes of rotated OPQ with
+    codebook sizes other than 256 only: those configs get new keys, every other artifact keeps its key."""
+    import dataclasses
+    import hashlib
+
+    def old_key(cfg):  # the key before the fix
+        tcfg = dataclasses.asdict(cfg.tokenizer)
+        tcfg.pop("out_dir")
+        payload = json.dumps({"emb": "e", "tok": tcfg, "v": build_mod.FIT_VERSION}, sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+    opq64 = ["tokenizer.kind=opq", "tokenizer.codebook_size=64"]
+    pq64 = ["tokenizer.kind=pq", "tokenizer.codebook_size=64"]
+    for over, moved in [([], False), (["tokenizer.kind=opq"], False), (pq64, False),
+                        ([*opq64, "tokenizer.opq.rotation=false"], False), (opq64, True)]:
+        cfg = load_config([], over)
+        assert (old_key(cfg) not in build_mod.sids_path(cfg, "d", "e")) == moved, over

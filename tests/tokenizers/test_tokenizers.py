@@ -159,7 +159,9 @@ def test_opq_long_ids_roundtrip_and_beat_plain_pq_on_correlated_dimensions():
     codes = opq.encode(x)
     assert codes.shape == (600, 8) and int(codes.max()) < (1 << bits)
     err = {name: (t.decode(t.encode(x)) - x).pow(2).sum(1).mean().item() for name, t in [("opq", opq), ("pq", pq)]}
-    assert err["opq"] < err["pq"]  # the learned rotation balances the sub-spaces (OPQ's point)
+    # the learned rotation balances the sub-spaces (OPQ's point): ~0.04x plain PQ's error with a rotation trained
+    # against the 16-code PQ it serves, ~0.29x with one trained against faiss's default 256-code PQ
+    assert err["opq"] < 0.1 * err["pq"]
     # packing: decode(codes) is what faiss reconstructs from its own packed codes
     assert torch.allclose(opq.decode(codes), torch.from_numpy(opq.index.sa_decode(opq.index.sa_encode(x.numpy()))))
     again = TOKENIZERS["opq"](num_levels=8, codebook_size=1 << bits, seed=0).fit(x)
@@ -177,7 +179,9 @@ def test_opq_whitened_pca_and_bad_settings():
     with pytest.raises(ValueError, match="multiple of tokenizer.num_levels"):
         TOKENIZERS["opq"](num_levels=5, codebook_size=16).fit(x)
     with pytest.raises(ValueError, match="too few"):
-        TOKENIZERS["opq"](num_levels=4, codebook_size=16).fit(x[:100])
+        TOKENIZERS["opq"](num_levels=4, codebook_size=16).fit(x[:10])
+    # 100 items fit a 16-code OPQ: its rotation trains against that PQ, not one that needs 256 items
+    assert TOKENIZERS["opq"](num_levels=4, codebook_size=16).fit(x[:100]).encode(x[:100]).shape == (100, 4)
 
 
 def test_pq_by_faiss_with_byte_codes_roundtrips():
