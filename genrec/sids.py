@@ -26,7 +26,7 @@ from .embeddings.text_encoder import cache_meta
 from .tokenizers import build_tokenizer
 from .tokenizers.artifact import SemanticIds
 from .tokenizers.dedup import add_collision_digit
-from .tokenizers.report import plot_usage, sid_report
+from .tokenizers.report import plot_usage, reconstruction_error, sid_report
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +111,7 @@ def build_sids(cfg, force: bool = False) -> SemanticIds:
         t_fit, c_fit = time.time() - t1, time.process_time() - c1
 
     report = sid_report(raw, tokenizer.codebook_sizes)
+    report["reconstruction"] = reconstruction_error(tokenizer, emb, raw)
     report.update(
         dataset=dataset,
         kind=cfg.tokenizer.kind,

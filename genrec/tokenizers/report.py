@@ -5,6 +5,9 @@ digit, and a PNG of per-level code counts.
 - perplexity_l = exp(-sum_k p_k log p_k), p_k the share of items with code k at level l (K_l when uniform).
 - collision share = items whose full L-code tuple is shared with another item / N; largest group = the size of
   the biggest such set (= the collision digit's codebook size).
+- reconstruction = sum_i ||x_i - decode(codes_i)||^2 / sum_i ||x_i - mean(x)||^2: the share of the embeddings'
+  variance the codes lose (0 exact, 1 no better than the mean); None where the codes do not decode into the
+  embedding space (random IDs; OPQ after a whitening PCA decodes into the PCA space).
 """
 from __future__ import annotations
 
@@ -29,6 +32,20 @@ def level_stats(codes: torch.Tensor, codebook_sizes: list[int]) -> list[dict]:
             }
         )
     return out
+
+
+def reconstruction_error(tokenizer, emb: torch.Tensor, codes: torch.Tensor) -> float | None:
+    """Relative squared reconstruction error of ``codes`` (N, L) against the embeddings ``emb`` (N, E)."""
+    try:
+        with torch.no_grad():
+            rec = tokenizer.decode(codes)
+    except NotImplementedError:
+        return None
+    x = emb.double().cpu()
+    if rec.shape != x.shape:
+        return None
+    total = float(((x - x.mean(0)) ** 2).sum())
+    return float(((x - rec.double()) ** 2).sum()) / total if total > 0 else 0.0
 
 
 def collision_stats(codes: torch.Tensor) -> dict:

@@ -38,6 +38,7 @@ def test_build_sids_writes_artifact_report_and_plot(cfg):
     assert sids.dataset == "tiny" and len(sids.embedding_sha256) == 64 and sids.tokenizer == "rkmeans"
     report = json.load(open(sids.extra["report"]))
     assert report["codebook_sizes_after_dedup"] == sids.codebook_sizes
+    assert 0 < report["reconstruction"] < 1  # 2 levels x 8 codes on 240 items: lossy, better than the mean
     assert report["collisions"]["max_group"] == sids.codebook_sizes[-1]
     assert [lv["codebook_size"] for lv in report["levels"]] == [8, 8]
     assert os.path.isfile(report["plot"])
@@ -86,3 +87,24 @@ def test_opq_rotation_fix_changes_only_the_keys_of_the_codes_it_changes():
                         ([*opq64, "tokenizer.opq.rotation=false"], False), (opq64, True)]:
         cfg = load_config([], over)
         assert (old_key(cfg) not in build_mod.sids_path(cfg, "d", "e")) == moved, over
+
+
+def test_reconstruction_error_against_hand_computed_cases():
+    from genrec.tokenizers import TOKENIZERS
+    from genrec.tokenizers.report import reconstruction_error
+
+    x = torch.tensor([[0.0, 0.0], [2.0, 0.0], [0.0, 4.0], [2.0, 4.0]])  # mean (1, 2); sum ||x - mean||^2 = 20
+
+    class Stub:
+        def __init__(self, rec):
+            self.rec = rec
+
+        def decode(self, codes):
+            return self.rec
+
+    assert reconstruction_error(Stub(x.clone()), x, torch.zeros(4, 1)) == 0.0
+    assert reconstruction_error(Stub(x.mean(0).expand(4, 2)), x, torch.zeros(4, 1)) == 1.0
+    assert reconstruction_error(Stub(x + torch.tensor([1.0, 0.0])), x, torch.zeros(4, 1)) == 4 / 20
+    assert reconstruction_error(Stub(x[:, :1]), x, torch.zeros(4, 1)) is None  # another space: no figure
+    rand = TOKENIZERS["random"](num_levels=2, codebook_size=4).fit(x)
+    assert reconstruction_error(rand, x, rand.encode(x)) is None
