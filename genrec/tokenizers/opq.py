@@ -8,6 +8,11 @@ reduced by PCA, whitened (RPG: ``sent_emb_pca`` with ``whiten=True``). The rotat
 faiss is used rather than a torch implementation because its OPQ alternates rotation and codebook updates
 (Procrustes + k-means) in tuned C++; it is an optional dependency (``pip install 'genrec[faiss]'``) needed only by
 this tokenizer. ``encode`` works on items unseen by ``fit``.
+
+Reproducibility: a fit is deterministic for a given number of OpenMP threads, but faiss's k-means reductions are
+split by thread, so another thread count gives other codes (on synthetic data nearly all codes differ between 1
+and 2 threads). The fitted artifact is cached and every run record carries the hash of the codes it used
+(``semantic_ids`` under ``inputs``); rebuild on the same thread count to get the same IDs.
 """
 from __future__ import annotations
 
