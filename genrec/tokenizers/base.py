@@ -20,6 +20,7 @@ import torch
 
 class Tokenizer:
     kind: str = ""
+    decodes_to_input: bool = True  # ``decode`` returns vectors in the embedding space ``fit`` saw
 
     def __init__(self, num_levels: int = 3, codebook_size: int = 256, seed: int = 0):
         if num_levels < 1:

@@ -45,6 +45,7 @@ class OPQTokenizer(Tokenizer):
             raise ValueError(f"tokenizer.opq.pca_dim={pca_dim} must be 0 or a multiple of "
                              f"tokenizer.num_levels={num_levels}")
         self.bits, self.rotation, self.pca_dim, self.whiten = bits, rotation, pca_dim, whiten
+        self.decodes_to_input = not (pca_dim and whiten)  # faiss cannot invert a whitening PCA
         self.config.update(rotation=rotation, pca_dim=pca_dim, whiten=whiten)
         self.index = None
 

@@ -36,6 +36,8 @@ def level_stats(codes: torch.Tensor, codebook_sizes: list[int]) -> list[dict]:
 
 def reconstruction_error(tokenizer, emb: torch.Tensor, codes: torch.Tensor) -> float | None:
     """Relative squared reconstruction error of ``codes`` (N, L) against the embeddings ``emb`` (N, E)."""
+    if not tokenizer.decodes_to_input:
+        return None
     try:
         with torch.no_grad():
             rec = tokenizer.decode(codes)

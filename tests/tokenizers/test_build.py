@@ -96,6 +96,8 @@ def test_reconstruction_error_against_hand_computed_cases():
     x = torch.tensor([[0.0, 0.0], [2.0, 0.0], [0.0, 4.0], [2.0, 4.0]])  # mean (1, 2); sum ||x - mean||^2 = 20
 
     class Stub:
+        decodes_to_input = True
+
         def __init__(self, rec):
             self.rec = rec
 
@@ -108,3 +110,6 @@ def test_reconstruction_error_against_hand_computed_cases():
     assert reconstruction_error(Stub(x[:, :1]), x, torch.zeros(4, 1)) is None  # another space: no figure
     rand = TOKENIZERS["random"](num_levels=2, codebook_size=4).fit(x)
     assert reconstruction_error(rand, x, rand.encode(x)) is None
+    y = torch.randn(64, 4, generator=torch.Generator().manual_seed(0))
+    whitened = TOKENIZERS["opq"](num_levels=2, codebook_size=4, rotation=False, pca_dim=4).fit(y)  # decodes (64, 4)
+    assert reconstruction_error(whitened, y, whitened.encode(y)) is None  # ... in the whitened space: no figure
