@@ -57,8 +57,7 @@ def _env():
 
 def _command(root, *o):
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "genrec",
-            "train",
-            "--config", "configs/tiny.yaml", "train.epochs=6", "train.batch_size=16", "train.log_every=3",
+            "train", "--config", "configs/tiny.yaml", "train.epochs=6", "train.batch_size=16", "train.log_every=3",
             "train.progress=false", "name=r", f"output_dir={root}/runs", f"results_dir={root}/results", *o]
 
 

@@ -11,7 +11,7 @@ TINY_RQVAE = dict(epochs=25, batch_size=64, hidden_dims=[64, 32], latent_dim=16,
 
 
 def make(kind):
-    # opq: faiss's OPQ needs >= 256 items and E divisible by L; here PQ after a PCA to 30 dimensions
+    # opq: E must be divisible by L; here plain PQ (rotation off) after a PCA to 30 dimensions
     kw = {"rqvae": TINY_RQVAE, "opq": dict(rotation=False, pca_dim=30, whiten=False)}.get(kind, {})
     return TOKENIZERS[kind](num_levels=L, codebook_size=K, seed=0, **kw)
 
