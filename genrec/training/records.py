@@ -12,13 +12,15 @@ import torch
 
 
 def git_commit() -> str:
+    """``HEAD`` (``-dirty`` with uncommitted tracked changes); in a tree copied without ``.git`` (a cluster job's
+    rsync, a container), ``$GENREC_COMMIT`` as the launcher set it; else "unknown"."""
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
                                text=True).stdout.strip()
         return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+        return os.environ.get("GENREC_COMMIT", "unknown")
 
 
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16", "amx_tile")  # x86 flags for native bf16 matrix instructions
