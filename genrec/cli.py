@@ -87,13 +87,18 @@ def _run(args) -> int:
         print(OmegaConf.to_yaml(to_dict(cfg)))
     elif args.command == "train":
         from .training import train
-        from .training.stop import TrainingStopped
+        from .training.stop import NonFiniteLoss, TrainingStopped
 
         try:
             train(cfg)
         except TrainingStopped as e:
             print(f"genrec: {e}", file=sys.stderr)
             return 128 + e.signum  # the shell's code for a process ended by that signal
+        except NonFiniteLoss as e:
+            if args.debug:
+                raise
+            print(f"genrec: {e}", file=sys.stderr)
+            return 3
     elif args.command == "demo":
         from .demo import run_demo
 

@@ -38,3 +38,22 @@ def kill_at_validation(monkeypatch):
 
     arm.disarm = lambda: monkeypatch.setattr(loop, "evaluate", real)
     return arm
+
+
+@pytest.fixture
+def sdpa_nan_on_empty_rows(monkeypatch):
+    """PyTorch's SDPA as some CUDA backends compute it: NaN on a query row whose boolean mask sees no key (the CPU
+    kernels return zeros there; pytorch/pytorch#103749, #110213). A CPU stand-in for a GPU failure: a left-padded
+    batch through code that relies on the zeros gives a NaN loss."""
+    import torch.nn.functional as F
+
+    real = F.scaled_dot_product_attention
+
+    def sdpa(q, k, v, attn_mask=None, *args, **kwargs):
+        out = real(q, k, v, attn_mask, *args, **kwargs)
+        if attn_mask is not None and attn_mask.dtype == torch.bool:
+            out = out.masked_fill(~attn_mask.any(dim=-1, keepdim=True), float("nan"))
+        return out
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", sdpa)
+    return real

@@ -26,6 +26,10 @@ def sdpa_attention(
 ) -> torch.Tensor:
     """Same mathematics as ``eager_attention``; fully masked query rows return zeros.
 
+    PyTorch's CPU kernels return zeros for a query row that sees no key, but CUDA backends may return NaN
+    (pytorch/pytorch#103749, #110213), which the next layer spreads through 0 * NaN. So such rows attend to every
+    key here and are zeroed afterwards: the same result on every backend, and no gradient from them.
+
     Args: see ``genrec.attention``. Returns: (B, H, Tq, Dh).
     """
     tq, tk = q.shape[-2], k.shape[-2]
@@ -35,4 +39,8 @@ def sdpa_attention(
     mask = build_mask(
         tq, tk, causal=causal, window=window, doc_ids=doc_ids, key_padding_mask=key_padding_mask, device=q.device
     )
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+    if mask is None:
+        return F.scaled_dot_product_attention(q, k, v, scale=scale)
+    seen = mask.any(dim=-1, keepdim=True)  # (B | 1, 1, Tq, 1): rows that see at least one key
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask | ~seen, scale=scale)
+    return out.masked_fill(~seen, 0.0)

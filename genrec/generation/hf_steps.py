@@ -19,6 +19,28 @@ from transformers.modeling_outputs import BaseModelOutput
 from .beam_search import StepFn
 
 
+def left_padded_mask(model, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The attention mask to give a transformers causal LM for a LEFT-padded (B, T) batch of 0/1 ``attention_mask``.
+
+    transformers 5 hands sdpa a boolean causal + padding mask in which a padding query row sees no key at all.
+    PyTorch's CPU kernels return zeros for such a row; CUDA backends may return NaN, which the next layer spreads to
+    the row's real tokens through 0 * NaN (pytorch/pytorch#103749, #110213): an LLM fine-tune on a GPU then has a
+    NaN loss from its first step. For sdpa models with padding this returns the (B, 1, T, T) boolean mask (causal,
+    padding keys hidden) in which each padding query sees its own key: the real rows' attention is unchanged and
+    the padding rows stay finite on every backend. Without padding, or with another attention implementation
+    (eager fills masked scores with the dtype's minimum: finite), the 2D mask is returned as it is.
+    """
+    config = getattr(model, "config", None)
+    if getattr(config, "_attn_implementation", None) != "sdpa" or bool(attention_mask.all()):
+        return attention_mask
+    keep = attention_mask.bool()  # (B, T)
+    t = keep.shape[1]
+    causal = torch.ones(t, t, dtype=torch.bool, device=keep.device).tril()
+    own = torch.eye(t, dtype=torch.bool, device=keep.device)
+    mask = (causal & keep[:, None, :]) | (own & ~keep[:, :, None])  # (B, Tq, Tk)
+    return mask[:, None]
+
+
 def _level_logp(logits: torch.Tensor, token_ids: torch.Tensor, renormalize: bool) -> torch.Tensor:
     logits = logits.float()
     if renormalize:
@@ -113,7 +135,7 @@ def causal_lm_step_fn(
         if level == 0:
             w = _beams(prefix.shape[0], b)
             pos = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-            out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=pos,
+            out = model(input_ids=input_ids, attention_mask=left_padded_mask(model, attention_mask), position_ids=pos,
                         cache=cache, use_cache=True, logits_to_keep=1)
             cache.batch_repeat_interleave(w)
             state["mask"] = attention_mask.repeat_interleave(w, dim=0)

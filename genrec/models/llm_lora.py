@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from ..config import LLMConfig, lookup
+from ..generation.hf_steps import left_padded_mask
 from ..llm.pretrained import resolve_pretrained
 from ..llm.prompts import PACKED, templates
 from ..llm.task_cache import TokenizedItemTasks
@@ -349,8 +350,8 @@ class LLMRecommender(SidModel):
         target = labels[:, -keep + 1:] if keep > 1 else labels[:, :0]
         if self.llm.head == "sid":
             return Output(loss=self.sid_loss(self.hidden_states(ids, mask, pos)[:, -keep:-1], target))
-        logits = self.lm(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False,
-                         logits_to_keep=keep).logits  # (B, keep, V)
+        logits = self.lm(input_ids=ids, attention_mask=left_padded_mask(self.lm, mask), position_ids=pos,
+                         use_cache=False, logits_to_keep=keep).logits  # (B, keep, V)
         loss = nn.functional.cross_entropy(logits[:, :-1].float().reshape(-1, logits.shape[-1]), target.reshape(-1),
                                            ignore_index=IGNORE_INDEX)
         return Output(loss=loss)
@@ -359,7 +360,8 @@ class LLMRecommender(SidModel):
     def hidden_states(self, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         """(B, T, D) final (normed) hidden states of the LM body, with its LoRA and trainable token rows."""
         base = self.lm.get_base_model() if hasattr(self.lm, "get_base_model") else self.lm
-        return base.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False).last_hidden_state
+        return base.model(input_ids=ids, attention_mask=left_padded_mask(base, mask), position_ids=pos,
+                          use_cache=False).last_hidden_state
 
     def level_logits(self, h: torch.Tensor, level: int) -> torch.Tensor:
         """(P, D) hidden states -> (P, K_level) logits of that level's code tokens only."""

@@ -38,7 +38,7 @@ from .inputs import build_context, check_inputs, input_fingerprints, sids_fields
 from .naming import _flatten, run_name
 from .optim import build_optimizer
 from .records import device_description, git_commit, write_record
-from .stop import StopSignal, TrainingStopped
+from .stop import NonFiniteLoss, StopSignal, TrainingStopped
 
 log = logging.getLogger(__name__)
 logging.getLogger("accelerate").setLevel(logging.WARNING)  # one line per checkpoint file is noise
@@ -310,6 +310,7 @@ def fit(run: Run) -> None:
             bar = tqdm(batches, desc=f"epoch {epoch + 1}", initial=skip, total=len(loader),  # epochs count from 1
                        disable=not (tc.progress and accelerator.is_local_main_process and interactive()), leave=False)
             running, n_running = 0.0, 0  # a device tensor between logs: reading it back is the step's only host sync
+            since = state["global_step"] + 1  # the first step summed in ``running``
             tokens.start()
             for i, batch in enumerate(bar, start=skip):
                 tokens.add(batch)
@@ -326,8 +327,9 @@ def fit(run: Run) -> None:
                 if accelerator.sync_gradients:
                     state["global_step"] += 1
                     if tc.log_every and state["global_step"] % tc.log_every == 0:
+                        _check_finite(run, running, since)
                         loss = float(running) / n_running
-                        running, n_running = 0.0, 0
+                        running, n_running, since = 0.0, 0, state["global_step"] + 1
                         bar.set_postfix(loss=f"{loss:.4f}")
                         accelerator.log({"train/loss": loss, "train/lr": scheduler.get_last_lr()[0]},
                                         step=state["global_step"])
@@ -336,6 +338,8 @@ def fit(run: Run) -> None:
                                               f"{len(loader)}): loss {loss:.4f}, lr {scheduler.get_last_lr()[0]:.2e}")
                     stopping = stop.requested(state["global_step"])
                     if stopping or (tc.checkpoint_steps and state["global_step"] % tc.checkpoint_steps == 0):
+                        if n_running:
+                            _check_finite(run, running, since)
                         tokens.flush()
                         save(batch_in_epoch=i + 1)
                     if stopping:
@@ -343,6 +347,8 @@ def fit(run: Run) -> None:
                     if tc.max_steps and state["global_step"] >= tc.max_steps:
                         state["done"] = True
                         break
+            if n_running:  # before the validation and the epoch's checkpoint
+                _check_finite(run, running, since)
             tokens.flush(report_epoch=epoch + 1)
             state["epoch"], state["batch_in_epoch"] = epoch + 1, 0
             validates = (epoch + 1) % tc.eval_every == 0 or state["done"] or epoch + 1 == tc.epochs
@@ -359,6 +365,23 @@ def fit(run: Run) -> None:
             save(done=True)
         if stop.requested(0):  # the signal came during the last validation: trained and saved, the test comes later
             _stop(run, stop.signum)
+
+
+def _check_finite(run: Run, running: torch.Tensor, since: int) -> None:
+    """Raise ``NonFiniteLoss`` when the summed training loss of steps ``since``..now is NaN or infinite on any
+    process (the same answer on every process, so none waits for another), before a log line, a checkpoint or a
+    validation keeps such weights. One read of ``running``, at the loop's existing sync points."""
+    acc = run.accelerator
+    bad = (~torch.isfinite(torch.as_tensor(running, dtype=torch.float, device=acc.device))).float()
+    if acc.num_processes > 1:
+        bad = acc.reduce(bad, reduction="sum")
+    if not bool(bad):
+        return
+    last = run.state["global_step"]
+    acc.end_training()
+    if acc.is_main_process:
+        run.lock.release()
+    raise NonFiniteLoss(since, last, run.run_dir, run.ckpt.state()["global_step"] if run.ckpt.exists() else None)
 
 
 def _stop(run: Run, signum: int) -> None:

@@ -25,6 +25,19 @@ class TrainingStopped(Exception):
                          f"the same command resumes the run")
 
 
+class NonFiniteLoss(FloatingPointError):
+    """Raised when the training loss turned NaN or infinite: the run stops before a checkpoint or a validation
+    keeps such weights; its last checkpoint (if any) is kept."""
+
+    def __init__(self, first: int, last: int, run_dir: str, checkpoint_step: int | None):
+        self.first, self.last, self.run_dir = first, last, run_dir
+        kept = (f"its checkpoint at optimiser step {checkpoint_step} is kept" if checkpoint_step
+                else "no checkpoint was written")
+        super().__init__(f"training loss is not finite in optimiser steps {first}-{last} of {run_dir}; the run stopped "
+                         f"({kept}). Usual causes: a query row that attends to nothing on a GPU kernel, fp16 "
+                         f"overflow (train.precision), too high a train.lr")
+
+
 class StopSignal:
     """Context manager: while inside, SIGTERM and SIGUSR1 set a flag instead of killing the process.
 

@@ -57,6 +57,15 @@ def test_eager_fully_masked_rows_are_zero_and_grads_finite():
     assert all(torch.isfinite(x.grad).all() for x in (q, k, v))
 
 
+def test_sdpa_fully_masked_rows_are_zero_where_the_backend_gives_nan(sdpa_nan_on_empty_rows):
+    q, k, v = (x.requires_grad_() for x in qkv())
+    out = sdpa_attention(q, k, v, key_padding_mask=left_padding())  # row 0's 3 padding queries see no key
+    assert torch.all(out[0, :, :3] == 0)
+    torch.testing.assert_close(out, eager_attention(q, k, v, key_padding_mask=left_padding()))
+    out.sum().backward()
+    assert all(torch.isfinite(x.grad).all() for x in (q, k, v))
+
+
 def test_build_mask_is_bottom_right_aligned_for_decoding():
     m = build_mask(2, 5, causal=True)
     assert m[0, 0].tolist() == [[True, True, True, True, False], [True, True, True, True, True]]

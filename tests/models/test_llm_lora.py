@@ -516,3 +516,25 @@ def test_item_tasks_tokenised_once_as_a_cached_dataset_equal_the_on_the_fly_rows
     other, _ = build(cache_dir=cache, max_length=48)
     assert not other._item_rows.cached and other._item_rows.path != rows.path
     assert torch.isfinite(model(cached).loss)
+
+
+@pytest.mark.parametrize("head", ["full", "sid"])
+def test_left_padded_batches_stay_finite_where_sdpa_gives_nan_on_empty_rows(tmp_path, monkeypatch, head,
+                                                                           sdpa_nan_on_empty_rows):
+    """The GPU failure, on a CPU: padding query rows see no key; the loss, its gradients and the recommendations
+    equal those of the CPU kernels (zeros on such rows) instead of turning NaN."""
+    model = LLMRecommender.build(llm_cfg(tiny_base(tmp_path, "llama"), head=head), tiny_codes(), SIZES, TITLES)
+    batch = batch_of()  # row 0 is left-padded
+    loss = model(batch).loss
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    model.eval()
+    items, scores = model.recommend(batch, k=5, beam_size=8)
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", sdpa_nan_on_empty_rows)  # CPU's
+    model.train()
+    torch.testing.assert_close(model(batch).loss, loss)
+    model.eval()
+    ref_items, ref_scores = model.recommend(batch, k=5, beam_size=8)
+    assert torch.equal(items, ref_items)
+    torch.testing.assert_close(scores, ref_scores)
