@@ -184,27 +184,54 @@ def _sha(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
 
 
+def _content(cfg, texts: list[str], dataset: str) -> dict:
+    """What the embeddings are of, apart from the encoder's weights: dataset, template, encoder name, pooling,
+    normalisation, max_length and the hash of every item's text."""
+    return {
+        "dataset": dataset,
+        "template": cfg.template,
+        "encoder": cfg.encoder,
+        "pooling": cfg.pooling,
+        "normalize": cfg.normalize,
+        "max_length": cfg.max_length,
+        "texts": hashlib.sha256("\n".join(texts).encode()).hexdigest(),
+    }
+
+
+def _slug(cfg) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", os.path.basename(cfg.encoder.rstrip("/")))
+
+
 def cache_path(cfg, items: list[dict], dataset: str) -> tuple[str, list[str]]:
     """The cache file for these items under ``cfg`` and the item texts.
 
-    The key covers the dataset name, template, encoder, pooling, normalisation, max_length and the hash of
-    every item's text, so editing any of them (or the item table) re-embeds.
+    The key covers ``_content`` and the fingerprint of the encoder's weights, so editing any of them (or the item
+    table) re-embeds.
     """
     texts = [item_text(it, cfg.template) for it in items]
-    key = _sha(
-        {
-            "dataset": dataset,
-            "template": cfg.template,
-            "encoder": cfg.encoder,
-            "weights": encoder_fingerprint(cfg.encoder),
-            "pooling": cfg.pooling,
-            "normalize": cfg.normalize,
-            "max_length": cfg.max_length,
-            "texts": hashlib.sha256("\n".join(texts).encode()).hexdigest(),
-        }
-    )[:16]
-    slug = re.sub(r"[^A-Za-z0-9]+", "-", os.path.basename(cfg.encoder.rstrip("/")))
-    return os.path.join(cfg.cache_dir, f"{dataset}_{slug}_{key}.pt"), texts
+    key = _sha({**_content(cfg, texts, dataset), "weights": encoder_fingerprint(cfg.encoder)})[:16]
+    return os.path.join(cfg.cache_dir, f"{dataset}_{_slug(cfg)}_{key}.pt"), texts
+
+
+def _cached_without_weights(cfg, texts: list[str], dataset: str) -> str | None:
+    """A machine without the encoder's weights (a GPU node the embeddings were copied to) cannot fingerprint them:
+    the cache file of the same content, whatever the weights, if exactly one exists (its ``.json`` says so)."""
+    content = _content(cfg, texts, dataset)
+    found = []
+    prefix = f"{dataset}_{_slug(cfg)}_"
+    for name in sorted(os.listdir(cfg.cache_dir)) if os.path.isdir(cfg.cache_dir) else []:
+        if name.startswith(prefix) and name.endswith(".json"):
+            with open(os.path.join(cfg.cache_dir, name)) as f:
+                meta = json.load(f)
+            if meta.get("content") == content and os.path.isfile(os.path.join(cfg.cache_dir, name[:-5] + ".pt")):
+                found.append((os.path.join(cfg.cache_dir, name[:-5] + ".pt"), meta.get("weights")))
+    if len(found) > 1:
+        raise ValueError(f"embedding.encoder={cfg.encoder!r} is not installed and {len(found)} caches of these items "
+                         f"were made with other weights ({', '.join(p for p, _ in found)}): install the encoder or "
+                         f"keep one")
+    if found:
+        log.info("encoder %r is not installed: using %s (embedded with weights %s)", cfg.encoder, *found[0])
+    return found[0][0] if found else None
 
 
 def cache_meta(cfg, items: list[dict], dataset: str) -> dict:
@@ -219,6 +246,11 @@ def cache_meta(cfg, items: list[dict], dataset: str) -> dict:
 def text_embeddings(cfg, items: list[dict], dataset: str, data=None) -> torch.Tensor:
     """Item embeddings from text, cached under ``cfg.cache_dir`` (key: see ``cache_path``). Returns (N, E)."""
     path, texts = cache_path(cfg, items, dataset)
+    if not os.path.isfile(path):
+        try:
+            resolve_encoder(cfg.encoder)
+        except ImportError:
+            path = _cached_without_weights(cfg, texts, dataset) or path
     if os.path.isfile(path):
         from ..io import torch_load
 
@@ -238,6 +270,8 @@ def text_embeddings(cfg, items: list[dict], dataset: str, data=None) -> torch.Te
         "cpu_seconds": round(time.process_time() - c0, 2),  # summed over threads
         "threads": torch.get_num_threads(),
         "example_text": texts[0] if texts else "",
+        "content": _content(cfg, texts, dataset),  # finds this file where the weights are not installed
+        "weights": encoder_fingerprint(cfg.encoder),
     }
     os.makedirs(cfg.cache_dir, exist_ok=True)
     tmp = path + f".tmp{os.getpid()}"

@@ -62,3 +62,34 @@ def test_embedding_cache_key_follows_the_encoder_weights(tmp_path):
     (enc / "model.safetensors").write_bytes(b"weights v2")  # same name, other weights
     after, _ = cache_path(cfg, items, "toy")
     assert before != after
+
+
+def test_cached_embeddings_serve_a_machine_without_the_encoder_weights(tmp_path, monkeypatch):
+    """Embed where the weights are, copy the cache to a node without them: the same embeddings, not an error."""
+    from genrec.embeddings import text_encoder as te
+
+    enc = tmp_path / "enc"
+    enc.mkdir()
+    (enc / "model.safetensors").write_bytes(b"weights v1")
+    monkeypatch.setattr(te, "resolve_encoder", lambda name: str(enc))
+    monkeypatch.setattr(te, "encode_texts", lambda texts, *a, **kw: torch.arange(len(texts) * 2.0).view(-1, 2))
+    cfg = EmbeddingConfig(encoder="minilm", cache_dir=str(tmp_path / "cache"))
+    items = [{"title": "a"}, {"title": "b"}]
+    emb = te.text_embeddings(cfg, items, "toy")
+
+    def missing(*args, **kwargs):
+        raise ImportError("embedding.encoder='minilm' needs the offline MiniLM weights")
+
+    monkeypatch.setattr(te, "resolve_encoder", missing)
+    monkeypatch.setattr(te, "encode_texts", missing)
+    assert torch.equal(te.text_embeddings(cfg, items, "toy"), emb)
+    with pytest.raises(ImportError, match="MiniLM weights"):  # other texts: nothing cached to use
+        te.text_embeddings(cfg, [{"title": "a"}, {"title": "c"}], "toy")
+    # a second cache of the same items made with other weights: ambiguous, say so
+    monkeypatch.setattr(te, "resolve_encoder", lambda name: str(enc))
+    (enc / "model.safetensors").write_bytes(b"weights v2")
+    monkeypatch.setattr(te, "encode_texts", lambda texts, *a, **kw: torch.ones(len(texts), 2))
+    te.text_embeddings(cfg, items, "toy")
+    monkeypatch.setattr(te, "resolve_encoder", missing)
+    with pytest.raises(ValueError, match="not installed and 2 caches"):
+        te.text_embeddings(cfg, items, "toy")
