@@ -9,6 +9,7 @@ from genrec.training import loop
 from genrec.training.stop import NonFiniteLoss
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _nan_from_step(run, step: int) -> None:
@@ -72,3 +73,50 @@ def test_the_cli_says_so_in_one_line(tmp_path, monkeypatch, capsys):
     assert main(args) == 3
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("genrec: training loss is not finite in optimiser steps 1-1")
+
+
+NAN_ON_RANK_1 = """
+import os, sys
+from genrec.cli import main
+from genrec.training import loop
+
+real_setup = loop.setup
+
+def setup(cfg):
+    run = real_setup(cfg)
+    if int(os.environ["RANK"]) == 1:  # only this process sees the NaN; the other must stop too, not wait for it
+        forward, calls = run.model.forward, {"n": 0}
+
+        def nan_forward(batch):
+            calls["n"] += 1
+            out = forward(batch)
+            if calls["n"] >= 4:  # the last step before a log line: the other process's losses are still finite
+                out.loss = out.loss * float("nan")
+            return out
+
+        run.model.forward = nan_forward
+    return run
+
+loop.setup = setup
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_a_nan_on_one_process_stops_every_process(tmp_path):
+    import subprocess
+    import sys
+
+    script = tmp_path / "nan_rank1.py"
+    script.write_text(NAN_ON_RANK_1)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
+           "train", "--config", "configs/tiny.yaml", "--config", "configs/tiny/decoder.yaml",
+           f"tokenizer.out_dir={tmp_path}/sids", "tokenizer.rqvae.epochs=2", f"output_dir={tmp_path}/runs",
+           f"results_dir={tmp_path}/results", "train.epochs=1", "train.max_steps=6", "train.progress=false",
+           "train.trackers=[]", "train.log_every=2", "train.checkpoint_steps=0"]
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)  # a hang times out
+    assert done.returncode != 0
+    lines = [l for l in done.stderr.splitlines() if "training loss is not finite in optimiser steps 3-4" in l]
+    assert len(lines) == 2, done.stderr[-3000:]  # both processes, at the same log line
