@@ -17,7 +17,8 @@ from genrec.training.records import cpu_bf16_flags, device_description, git_comm
 from bench_llm_step import batches
 torch.set_num_threads(2)
 cfg = load_config([os.path.join(ROOT, "configs/llm/beauty.yaml")])
-data = load_dataset(cfg.data); split = Split(data, cfg.data.max_history)
+data = load_dataset(cfg.data)
+split = Split(data, cfg.data.max_history)
 ctx = build_context(cfg, data, Accelerator(cpu=True))
 torch.manual_seed(0)
 model = L.LLMRecommender.build(cfg.model.llm, ctx.sid_codes, ctx.codebook_sizes, ctx.item_texts, seed=0).train()
@@ -41,9 +42,12 @@ for r in rows:
         model.zero_grad(set_to_none=True)
 L.left_padded_mask = fixed
 a, b = res["transformers 2D mask"], res["left_padded_mask"]
-out = {"what": "LLM training step (SmolLM2-135M + LoRA, SID head, configs/llm/beauty.yaml, 7 length-bucketed batches of 32 packed rows, forward+backward) with transformers' own mask from the 2D attention mask vs genrec.generation.hf_steps.left_padded_mask; the first batch is warm-up for the timing",
+out = {"what": ("LLM training step (SmolLM2-135M + LoRA, SID head, configs/llm/beauty.yaml, 7 length-bucketed "
+                "batches of 32 packed rows, forward+backward) with transformers' own mask from the 2D attention "
+                "mask vs genrec.generation.hf_steps.left_padded_mask; the first batch is warm-up for the timing"),
        "command": "python scripts/llm_mask_ab.py",
-       "git_commit": git_commit(), "device": device_description(torch.device("cpu")), "cpu_bf16_flags": cpu_bf16_flags(),
+       "git_commit": git_commit(), "device": device_description(torch.device("cpu")),
+       "cpu_bf16_flags": cpu_bf16_flags(),
        "date": time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime()),
        "padded_rows_per_batch": [int((r["attention_mask"] == 0).any(1).sum()) for r in rows],
        "max_abs_loss_diff_fp32": max(abs(x - y) for x, y in zip(a["loss_fp32"], b["loss_fp32"])),
