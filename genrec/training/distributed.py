@@ -57,17 +57,22 @@ def gathered(model: nn.Module):
             m.reshard()
 
 
+def frozen_names(model: nn.Module) -> set[str]:
+    """State-dict names of ``model``'s frozen parameters (tied copies included)."""
+    return {name for name, p in model.named_parameters(remove_duplicate=False) if not p.requires_grad}
+
+
 def trainable_state(net: nn.Module, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """``state_dict`` without the frozen parameters (a LoRA run's best weights are its adapter and new rows,
     not the whole base model again at every improvement); buffers are kept."""
-    frozen = {name for name, p in net.named_parameters(remove_duplicate=False) if not p.requires_grad}
+    frozen = frozen_names(net)
     return {k: v for k, v in state_dict.items() if k not in frozen}
 
 
 def load_full_state_dict(model: nn.Module, net: nn.Module, state_dict: dict[str, torch.Tensor]) -> None:
     """Load a full (gathered) state dict, possibly without the frozen parameters, into ``model`` (prepared) whose
     unwrapped module is ``net``. Raises ValueError naming keys that are neither loaded nor frozen."""
-    frozen = {name for name, p in net.named_parameters(remove_duplicate=False) if not p.requires_grad}
+    frozen = frozen_names(net)
     if is_sharded(model):
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 
@@ -81,4 +86,4 @@ def load_full_state_dict(model: nn.Module, net: nn.Module, state_dict: dict[str,
                          f"{list(result.unexpected_keys)[:5]}")
 
 
-__all__ = ["gathered", "is_sharded", "load_full_state_dict", "trainable_state"]
+__all__ = ["frozen_names", "gathered", "is_sharded", "load_full_state_dict", "trainable_state"]

@@ -1,8 +1,9 @@
 """Two CPU processes (``ACCELERATE_USE_CPU=1 torchrun --nproc_per_node 2``) train TIGER, the decoder and the LLM
 with LoRA; a run killed (SIGKILL, every process) after a mid-epoch checkpoint and started again with the same
 command ends with the numbers of an uninterrupted 2-process run, evaluates every user once, and the LLM saves one
-adapter (written by the main process) and best weights without the frozen base. The LLM also trains an item task
-whose tokenised rows both processes build into one cache file (the uninterrupted run) and then read from it."""
+adapter (written by the main process), and best weights and checkpoints without the frozen base. The LLM also
+trains an item task whose tokenised rows both processes build into one cache file (the uninterrupted run) and
+then read from it."""
 import json
 import os
 import signal
@@ -113,4 +114,6 @@ def test_two_processes_killed_mid_epoch_resume_to_the_uninterrupted_numbers(tmp_
         best = torch.load(tmp_path / "run" / "runs" / "r" / "best_model.pt", weights_only=True)
         assert any(".lora_A." in k for k in best)
         assert not any(".base_layer." in k for k in best)  # the frozen base is not saved again
+        ckpt = torch.load(tmp_path / "run" / "runs" / "r" / "checkpoint" / "pytorch_model.bin", weights_only=True)
+        assert any(".lora_A." in k for k in ckpt) and not any(".base_layer." in k for k in ckpt)  # nor here
         assert [p.suffix for p in (tmp_path / "tok").iterdir()] == [".arrow"]  # one file, no leftovers
