@@ -209,22 +209,35 @@ def cache_path(cfg, items: list[dict], dataset: str) -> tuple[str, list[str]]:
     table) re-embeds.
     """
     texts = [item_text(it, cfg.template) for it in items]
-    key = _sha({**_content(cfg, texts, dataset), "weights": encoder_fingerprint(cfg.encoder)})[:16]
-    return os.path.join(cfg.cache_dir, f"{dataset}_{_slug(cfg)}_{key}.pt"), texts
+    return cache_path_of(cfg, texts, dataset, encoder_fingerprint(cfg.encoder)), texts
+
+
+def cache_path_of(cfg, texts: list[str], dataset: str, weights: str) -> str:
+    """The cache file of these item texts embedded by weights with fingerprint ``weights``."""
+    key = _sha({**_content(cfg, texts, dataset), "weights": weights})[:16]
+    return os.path.join(cfg.cache_dir, f"{dataset}_{_slug(cfg)}_{key}.pt")
 
 
 def _cached_without_weights(cfg, texts: list[str], dataset: str) -> str | None:
     """A machine without the encoder's weights (a GPU node the embeddings were copied to) cannot fingerprint them:
     the cache file of the same content, whatever the weights, if exactly one exists (its ``.json`` says so)."""
     content = _content(cfg, texts, dataset)
-    found = []
+    found, older = [], []  # older: caches of as many items whose .json predates the content record
     prefix = f"{dataset}_{_slug(cfg)}_"
     for name in sorted(os.listdir(cfg.cache_dir)) if os.path.isdir(cfg.cache_dir) else []:
         if name.startswith(prefix) and name.endswith(".json"):
             with open(os.path.join(cfg.cache_dir, name)) as f:
                 meta = json.load(f)
-            if meta.get("content") == content and os.path.isfile(os.path.join(cfg.cache_dir, name[:-5] + ".pt")):
-                found.append((os.path.join(cfg.cache_dir, name[:-5] + ".pt"), meta.get("weights")))
+            pt = os.path.join(cfg.cache_dir, name[:-5] + ".pt")
+            if meta.get("content") == content and os.path.isfile(pt):
+                found.append((pt, meta.get("weights")))
+            elif "content" not in meta and meta.get("num_items") == len(texts) and os.path.isfile(pt):
+                older.append(pt)
+    if not found and older:
+        raise ValueError(f"embedding.encoder={cfg.encoder!r} is not installed and {', '.join(older)} may hold these "
+                         f"items' embeddings, but its .json does not say what it holds (written by an older version):"
+                         f" run once where the encoder is installed (any run or `genrec sids build` using this cache "
+                         f"adds it), then copy the cache again")
     if len(found) > 1:
         raise ValueError(f"embedding.encoder={cfg.encoder!r} is not installed and {len(found)} caches of these items "
                          f"were made with other weights ({', '.join(p for p, _ in found)}): install the encoder or "
@@ -243,6 +256,26 @@ def cache_meta(cfg, items: list[dict], dataset: str) -> dict:
         return json.load(f)
 
 
+def _add_content_record(cfg, path: str, texts: list[str], dataset: str) -> None:
+    """A cache hit found by its full key (the encoder is installed) whose ``.json`` was written before it recorded
+    its content: add the content and the weights' fingerprint, so a copy serves a machine without the encoder."""
+    meta_path = path[:-3] + ".json"
+    if not os.path.isfile(meta_path):
+        return
+    with open(meta_path) as f:
+        meta = json.load(f)
+    if "content" in meta:
+        return
+    weights = encoder_fingerprint(cfg.encoder)  # (once: later hits find the content recorded)
+    if path != cache_path_of(cfg, texts, dataset, weights):
+        return  # not found by its full key: nothing to vouch for
+    meta.update(content=_content(cfg, texts, dataset), weights=weights)
+    tmp = meta_path + f".tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(meta, f, indent=1)
+    os.replace(tmp, meta_path)
+
+
 def text_embeddings(cfg, items: list[dict], dataset: str, data=None) -> torch.Tensor:
     """Item embeddings from text, cached under ``cfg.cache_dir`` (key: see ``cache_path``). Returns (N, E)."""
     path, texts = cache_path(cfg, items, dataset)
@@ -257,6 +290,7 @@ def text_embeddings(cfg, items: list[dict], dataset: str, data=None) -> torch.Te
         obj = torch_load(path, "embedding cache", "delete it; the next run re-embeds the items")
         if not isinstance(obj, dict) or "embeddings" not in obj:
             raise ValueError(f"embedding cache {path} holds no 'embeddings'; delete it, the next run re-embeds")
+        _add_content_record(cfg, path, texts, dataset)
         return obj["embeddings"]
     t0, c0 = time.time(), time.process_time()
     emb = encode_texts(texts, cfg.encoder, cfg.batch_size, cfg.max_length, cfg.pooling, cfg.normalize)

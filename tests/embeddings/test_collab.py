@@ -93,3 +93,35 @@ def test_cached_embeddings_serve_a_machine_without_the_encoder_weights(tmp_path,
     monkeypatch.setattr(te, "resolve_encoder", missing)
     with pytest.raises(ValueError, match="not installed and 2 caches"):
         te.text_embeddings(cfg, items, "toy")
+
+
+def test_a_cache_written_before_its_content_record_is_upgraded_on_its_next_hit(tmp_path, monkeypatch):
+    """A cache whose .json lacks the content record cannot serve a machine without the encoder: that machine says
+    so (naming the file); the next run where the encoder is installed adds the record, and then the copy serves."""
+    import json
+
+    from genrec.embeddings import text_encoder as te
+
+    enc = tmp_path / "enc"
+    enc.mkdir()
+    (enc / "model.safetensors").write_bytes(b"weights v1")
+    monkeypatch.setattr(te, "resolve_encoder", lambda name: str(enc))
+    monkeypatch.setattr(te, "encode_texts", lambda texts, *a, **kw: torch.arange(len(texts) * 2.0).view(-1, 2))
+    cfg = EmbeddingConfig(encoder="minilm", cache_dir=str(tmp_path / "cache"))
+    items = [{"title": "a"}, {"title": "b"}]
+    emb = te.text_embeddings(cfg, items, "toy")
+    meta_path = te.cache_path(cfg, items, "toy")[0][:-3] + ".json"
+    meta = json.load(open(meta_path))
+    json.dump({k: v for k, v in meta.items() if k not in ("content", "weights")}, open(meta_path, "w"))  # older
+
+    def missing(*args, **kwargs):
+        raise ImportError("embedding.encoder='minilm' needs the offline MiniLM weights")
+
+    monkeypatch.setattr(te, "resolve_encoder", missing)
+    with pytest.raises(ValueError, match=r"toy_minilm_.*\.pt may hold these items' embeddings, but its .json does not"):
+        te.text_embeddings(cfg, items, "toy")
+    monkeypatch.setattr(te, "resolve_encoder", lambda name: str(enc))
+    assert torch.equal(te.text_embeddings(cfg, items, "toy"), emb)  # a hit by the full key: record added
+    assert json.load(open(meta_path)) == meta
+    monkeypatch.setattr(te, "resolve_encoder", missing)
+    assert torch.equal(te.text_embeddings(cfg, items, "toy"), emb)
