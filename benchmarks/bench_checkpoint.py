@@ -13,7 +13,6 @@ Writes ``results/bench/checkpoint_llm_<device type>.json``.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import statistics
@@ -28,12 +27,10 @@ sys.path.insert(0, ROOT)
 
 from accelerate import Accelerator  # noqa: E402
 
-from genrec.config import load_config  # noqa: E402
-from genrec.data import Split, load_dataset  # noqa: E402
 from genrec.models.llm_lora import LLMRecommender  # noqa: E402
 from genrec.training.checkpoint import Checkpointer  # noqa: E402
-from genrec.training.loop import build_context  # noqa: E402
 from genrec.training.records import cpu_bf16_flags, device_description, write_record  # noqa: E402
+from llm_setup import llm_parser, llm_setup  # noqa: E402
 
 
 def folder_bytes(path: str) -> int:
@@ -47,23 +44,11 @@ def timed(fn) -> float:
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", action="append", default=None, help="default configs/llm/beauty.yaml")
-    p.add_argument("--device", default="cpu")
+    p = llm_parser(__doc__, "checkpoint_llm")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--out", default=None, help="default results/bench/checkpoint_llm_<device type>.json")
-    p.add_argument("overrides", nargs="*", help="dotted config overrides")
     args = p.parse_args(argv)
-
-    device = torch.device(args.device)
-    if device.type == "cpu":
-        torch.set_num_threads(args.threads)
-    cfg = load_config(args.config or [os.path.join(ROOT, "configs/llm/beauty.yaml")], args.overrides)
-    data = load_dataset(cfg.data)
-    split = Split(data, cfg.data.max_history)
+    device, cfg, split, ctx, out = llm_setup(args)
     accelerator = Accelerator(cpu=device.type == "cpu")
-    ctx = build_context(cfg, data, accelerator)
     torch.manual_seed(cfg.seed)
     model = LLMRecommender.build(cfg.model.llm, ctx.sid_codes, ctx.codebook_sizes, ctx.item_texts,
                                  beam_size=cfg.eval.beam_size, seed=cfg.seed)
@@ -100,7 +85,6 @@ def main(argv=None) -> None:
         r["megabytes"] = round(r["bytes"] / 2**20, 1)
         print(f"{name:16s} {r['megabytes']:8.1f} MB  save {r['median_save_s']:6.2f} s  load {r['median_load_s']:6.2f} s",
               flush=True)
-    out = args.out or os.path.join(ROOT, "results", "bench", f"checkpoint_llm_{device.type}.json")
     print(write_record(out, {
         "benchmark": "LLM checkpoint: every parameter vs trainable only", "device": device_description(device),
         "cpu_bf16_flags": cpu_bf16_flags(), "dataset": cfg.data.name, "base_model": cfg.model.llm.base,

@@ -21,7 +21,6 @@ Writes ``results/bench/llm_packing_<device>.json``.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import resource
 import statistics
@@ -33,13 +32,9 @@ import torch
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path.insert(0, ROOT)
 
-from accelerate import Accelerator  # noqa: E402
-
-from genrec.config import load_config  # noqa: E402
-from genrec.data import Split, load_dataset  # noqa: E402
 from genrec.models.llm_lora import LLMRecommender  # noqa: E402
-from genrec.training.loop import build_context  # noqa: E402
 from genrec.training.records import device_description, write_record  # noqa: E402
+from llm_setup import llm_parser, llm_setup  # noqa: E402
 from timing import train_step_seconds  # noqa: E402
 
 
@@ -80,25 +75,12 @@ def time_steps(model: LLMRecommender, ds, batch_size: int, steps: int, warmup: i
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", action="append", default=None, help="default configs/llm/beauty.yaml")
-    p.add_argument("--device", default="cpu")
+    p = llm_parser(__doc__, "llm_packing")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--steps", type=int, default=8)
     p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--out", default=None, help="default results/bench/llm_packing_<device type>.json")
-    p.add_argument("overrides", nargs="*", help="dotted config overrides, e.g. data.max_history=10")
     args = p.parse_args(argv)
-
-    device = torch.device(args.device)
-    if device.type == "cpu":
-        torch.set_num_threads(args.threads)
-    cfg = load_config(args.config or [os.path.join(ROOT, "configs/llm/beauty.yaml")], args.overrides)
-    cfg.model.llm.tasks = {"seqrec": 1.0}  # the alignment tasks cost the same in both modes
-    data = load_dataset(cfg.data)
-    split = Split(data, cfg.data.max_history)
-    ctx = build_context(cfg, data, Accelerator(cpu=device.type == "cpu"))
+    device, cfg, split, ctx, out = llm_setup(args, tasks={"seqrec": 1.0})  # alignment tasks: same cost in both modes
     modes = {}
     for loss_on in ("target", "all"):
         cfg.model.llm.loss_on = loss_on
@@ -132,7 +114,6 @@ def main(argv=None) -> None:
         "epoch_time_ratio": round(t["projected_epoch_hours"] / a["projected_epoch_hours"], 2),
         "target_items_ratio": round(a["target_items"] / t["target_items"], 3),
     }
-    out = args.out or os.path.join(ROOT, "results", "bench", f"llm_packing_{device.type}.json")
     print(write_record(out, record))
 
 

@@ -17,7 +17,6 @@ Writes ``results/bench/llm_step_<device>.json``.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import sys
@@ -28,14 +27,10 @@ import torch
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path.insert(0, ROOT)
 
-from accelerate import Accelerator  # noqa: E402
-
-from genrec.config import load_config  # noqa: E402
-from genrec.data import Split, load_dataset  # noqa: E402
 from genrec.data.samplers import BucketShuffle  # noqa: E402
 from genrec.models.llm_lora import LLMRecommender  # noqa: E402
-from genrec.training.loop import build_context  # noqa: E402
 from genrec.training.records import cpu_bf16_flags, device_description, write_record  # noqa: E402
+from llm_setup import llm_parser, llm_setup  # noqa: E402
 from timing import train_step_seconds  # noqa: E402
 
 
@@ -49,13 +44,10 @@ def batches(ds, batch_size: int, n: int, seed: int) -> dict[str, list[list[int]]
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", action="append", default=None, help="default configs/llm/beauty.yaml")
-    p.add_argument("--device", default="cpu")
+    p = llm_parser(__doc__, "llm_step")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--steps", type=int, default=6)
     p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--threads", type=int, default=2)
     p.add_argument("--heads", default="full,sid")
     p.add_argument("--precisions", default="fp32,bf16")
     p.add_argument("--batchings", default="random,bucketed")
@@ -64,17 +56,8 @@ def main(argv=None) -> None:
                    "config's); 0 lets peft skip the dropout of every adapted layer's input")
     p.add_argument("--profile", type=int, default=0, metavar="N",
                    help="also profile one timed step per variant (torch.profiler) and record its N costliest ops")
-    p.add_argument("--out", default=None, help="default results/bench/llm_step_<device type>.json")
-    p.add_argument("overrides", nargs="*", help="dotted config overrides, e.g. data.max_history=10")
     args = p.parse_args(argv)
-
-    device = torch.device(args.device)
-    if device.type == "cpu":
-        torch.set_num_threads(args.threads)
-    cfg = load_config(args.config or [os.path.join(ROOT, "configs/llm/beauty.yaml")], args.overrides)
-    data = load_dataset(cfg.data)
-    split = Split(data, cfg.data.max_history)
-    ctx = build_context(cfg, data, Accelerator(cpu=device.type == "cpu"))
+    device, cfg, split, ctx, out = llm_setup(args)
     n = args.steps + args.warmup
     variants = {}
     dropouts = [float(x) for x in args.lora_dropouts.split(",")] if args.lora_dropouts else [cfg.model.llm.lora.dropout]
@@ -121,7 +104,6 @@ def main(argv=None) -> None:
                         "real_tokens_per_s": round(real / med, 1)})
         print(f"{head:4s} {base_dtype:8s} dropout {dropout:<4} {prec:4s} {batching:8s} step {med:6.2f} s  real {real:5.0f} / padded "
               f"{padded:5.0f} tokens  {real / med:8.1f} real tokens/s", flush=True)
-    out = args.out or os.path.join(ROOT, "results", "bench", f"llm_step_{device.type}.json")
     print(write_record(out, {
         "benchmark": "llm fine-tune step: head x base dtype x LoRA dropout x precision x batching", "device": device_description(device),
         "cpu_bf16_flags": cpu_bf16_flags(), "dataset": cfg.data.name, "base_model": cfg.model.llm.base,

@@ -64,8 +64,12 @@ def test_embedding_cache_key_follows_the_encoder_weights(tmp_path):
     assert before != after
 
 
-def test_cached_embeddings_serve_a_machine_without_the_encoder_weights(tmp_path, monkeypatch):
-    """Embed where the weights are, copy the cache to a node without them: the same embeddings, not an error."""
+def _missing(*args, **kwargs):
+    raise ImportError("embedding.encoder='minilm' needs the offline MiniLM weights")
+
+
+def _encoder_installed(tmp_path, monkeypatch):
+    """An encoder folder with weights v1 that "embeds" item i as (2i, 2i + 1); returns (module, folder, cfg, items)."""
     from genrec.embeddings import text_encoder as te
 
     enc = tmp_path / "enc"
@@ -73,15 +77,16 @@ def test_cached_embeddings_serve_a_machine_without_the_encoder_weights(tmp_path,
     (enc / "model.safetensors").write_bytes(b"weights v1")
     monkeypatch.setattr(te, "resolve_encoder", lambda name: str(enc))
     monkeypatch.setattr(te, "encode_texts", lambda texts, *a, **kw: torch.arange(len(texts) * 2.0).view(-1, 2))
-    cfg = EmbeddingConfig(encoder="minilm", cache_dir=str(tmp_path / "cache"))
-    items = [{"title": "a"}, {"title": "b"}]
+    return te, enc, EmbeddingConfig(encoder="minilm", cache_dir=str(tmp_path / "cache")), [{"title": "a"},
+                                                                                           {"title": "b"}]
+
+
+def test_cached_embeddings_serve_a_machine_without_the_encoder_weights(tmp_path, monkeypatch):
+    """Embed where the weights are, copy the cache to a node without them: the same embeddings, not an error."""
+    te, enc, cfg, items = _encoder_installed(tmp_path, monkeypatch)
     emb = te.text_embeddings(cfg, items, "toy")
-
-    def missing(*args, **kwargs):
-        raise ImportError("embedding.encoder='minilm' needs the offline MiniLM weights")
-
-    monkeypatch.setattr(te, "resolve_encoder", missing)
-    monkeypatch.setattr(te, "encode_texts", missing)
+    monkeypatch.setattr(te, "resolve_encoder", _missing)
+    monkeypatch.setattr(te, "encode_texts", _missing)
     assert torch.equal(te.text_embeddings(cfg, items, "toy"), emb)
     with pytest.raises(ImportError, match="MiniLM weights"):  # other texts: nothing cached to use
         te.text_embeddings(cfg, [{"title": "a"}, {"title": "c"}], "toy")
@@ -90,7 +95,7 @@ def test_cached_embeddings_serve_a_machine_without_the_encoder_weights(tmp_path,
     (enc / "model.safetensors").write_bytes(b"weights v2")
     monkeypatch.setattr(te, "encode_texts", lambda texts, *a, **kw: torch.ones(len(texts), 2))
     te.text_embeddings(cfg, items, "toy")
-    monkeypatch.setattr(te, "resolve_encoder", missing)
+    monkeypatch.setattr(te, "resolve_encoder", _missing)
     with pytest.raises(ValueError, match="not installed and 2 caches"):
         te.text_embeddings(cfg, items, "toy")
 
@@ -100,28 +105,16 @@ def test_a_cache_written_before_its_content_record_is_upgraded_on_its_next_hit(t
     so (naming the file); the next run where the encoder is installed adds the record, and then the copy serves."""
     import json
 
-    from genrec.embeddings import text_encoder as te
-
-    enc = tmp_path / "enc"
-    enc.mkdir()
-    (enc / "model.safetensors").write_bytes(b"weights v1")
-    monkeypatch.setattr(te, "resolve_encoder", lambda name: str(enc))
-    monkeypatch.setattr(te, "encode_texts", lambda texts, *a, **kw: torch.arange(len(texts) * 2.0).view(-1, 2))
-    cfg = EmbeddingConfig(encoder="minilm", cache_dir=str(tmp_path / "cache"))
-    items = [{"title": "a"}, {"title": "b"}]
+    te, enc, cfg, items = _encoder_installed(tmp_path, monkeypatch)
     emb = te.text_embeddings(cfg, items, "toy")
     meta_path = te.cache_path(cfg, items, "toy")[0][:-3] + ".json"
     meta = json.load(open(meta_path))
     json.dump({k: v for k, v in meta.items() if k not in ("content", "weights")}, open(meta_path, "w"))  # older
-
-    def missing(*args, **kwargs):
-        raise ImportError("embedding.encoder='minilm' needs the offline MiniLM weights")
-
-    monkeypatch.setattr(te, "resolve_encoder", missing)
+    monkeypatch.setattr(te, "resolve_encoder", _missing)
     with pytest.raises(ValueError, match=r"toy_minilm_.*\.pt may hold these items' embeddings, but its .json does not"):
         te.text_embeddings(cfg, items, "toy")
     monkeypatch.setattr(te, "resolve_encoder", lambda name: str(enc))
     assert torch.equal(te.text_embeddings(cfg, items, "toy"), emb)  # a hit by the full key: record added
     assert json.load(open(meta_path)) == meta
-    monkeypatch.setattr(te, "resolve_encoder", missing)
+    monkeypatch.setattr(te, "resolve_encoder", _missing)
     assert torch.equal(te.text_embeddings(cfg, items, "toy"), emb)
