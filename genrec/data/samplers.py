@@ -7,7 +7,8 @@ class BucketShuffle(torch.utils.data.Sampler):
     """Length-bucketed random batches that depend only on (seed, epoch): each epoch shuffles the rows, cuts the
     order into pools of ``pool`` batches, sorts each pool by row length, cuts it into batches and shuffles the
     batches. Every row is visited exactly once per epoch; a batch holds rows of similar length, so little of it is
-    padding (``train.bucket_by_length``; the dataset gives ``lengths()``).
+    padding (``train.bucket_by_length``; the dataset gives ``lengths()``). The one short batch (rows not a multiple
+    of ``batch_size``) comes last: anywhere else it would shift every later DataLoader batch across two buckets.
     """
 
     def __init__(self, lengths, batch_size: int, seed: int, pool: int = 50):
@@ -27,7 +28,9 @@ class BucketShuffle(torch.utils.data.Sampler):
         for chunk in order.split(self.batch_size * self.pool):
             chunk = chunk[torch.argsort(self.lengths[chunk], stable=True)]
             batches += list(chunk.split(self.batch_size))
-        return iter(torch.cat([batches[i] for i in torch.randperm(len(batches), generator=g)]).tolist())
+        short = [b for b in batches if len(b) < self.batch_size]  # at most one: the last pool's remainder
+        full = [b for b in batches if len(b) == self.batch_size]
+        return iter(torch.cat([full[i] for i in torch.randperm(len(full), generator=g)] + short).tolist())
 
 
 class EpochShuffle(torch.utils.data.Sampler):

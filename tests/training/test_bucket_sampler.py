@@ -34,6 +34,17 @@ def test_buckets_cut_padding():
     assert padded(list(BucketShuffle(lengths, 64, 0))) < 0.7 * padded(random_order)
 
 
+def test_loader_batches_are_the_buckets_when_rows_are_not_a_multiple_of_the_batch():
+    """One pool holding every row: each bucket is a run of 16 consecutive lengths. The DataLoader's batches must
+    be those buckets; a short bucket anywhere but last would shift every later batch across two buckets."""
+    lengths = torch.randperm(1003, generator=torch.Generator().manual_seed(0)).numpy()  # distinct lengths
+    sampler = BucketShuffle(lengths, batch_size=16, seed=0, pool=100)
+    batches = [lengths[b.numpy()] for b in torch.utils.data.DataLoader(range(1003), 16, sampler=sampler)]
+    for b in batches[:-1]:
+        assert len(b) == 16 and b.min() % 16 == 0 and b.max() - b.min() == 15
+    assert sorted(batches[-1].tolist()) == list(range(992, 1003))  # 1003 = 62 x 16 + 11
+
+
 @pytest.mark.slow
 def test_training_with_length_buckets_runs(tmp_path):
     cfg = load_config(["configs/tiny.yaml"], [f"output_dir={tmp_path}/runs", f"results_dir={tmp_path}/results",
