@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -102,14 +102,17 @@ class TaskMixture(Dataset):
         weights: task -> passes over its pool per epoch.
         seed: fixes the subsets taken by fractional weights.
         task_pools: task -> ``"sequences"`` | ``"items"`` (default the built-in tasks').
+        row_tokens: example -> the token count of the row the model builds from it; ``lengths`` then gives
+            tokens (the model knows them: templates, titles and packing differ by task), else a proxy.
 
     Raises:
         ValueError: an unknown task, a negative weight, a weighted task with an empty pool, or no examples.
     """
 
     def __init__(self, next_item: Dataset, items: Sequence[int] | dict[str, Sequence[int]],
-                 weights: dict[str, float], seed: int = 0, task_pools: dict[str, str] | None = None):
-        self.next_item = next_item
+                 weights: dict[str, float], seed: int = 0, task_pools: dict[str, str] | None = None,
+                 row_tokens: Callable[[dict], int] | None = None):
+        self.next_item, self.row_tokens = next_item, row_tokens
         self.task_pools = dict(TASK_POOLS if task_pools is None else task_pools)
         rng = np.random.default_rng(seed)
         index = []  # (task, i)
@@ -139,8 +142,11 @@ class TaskMixture(Dataset):
         return len(self.index)
 
     def lengths(self) -> np.ndarray:
-        """History items per example (1 for the item tasks), for length-bucketed batches
-        (``train.bucket_by_length``): a proxy of the prompt's token count, which only rendering would give."""
+        """Row lengths for length-bucketed batches (``train.bucket_by_length``): tokens with ``row_tokens``, else
+        history items per example (1 for the item tasks; a proxy that puts every item-task row, whatever its text,
+        in the bucket of one-item histories)."""
+        if self.row_tokens is not None:
+            return np.array([self.row_tokens(self[i]) for i in range(len(self))])
         items = self.next_item.lengths()
         return np.array([max(int(items[j]), 1) if self.task_pools[task] == "sequences" else 1
                          for task, j in self.index])

@@ -32,7 +32,8 @@ from ..generation.hf_steps import left_padded_mask
 from ..llm.pretrained import resolve_pretrained
 from ..llm.prompts import PACKED, templates
 from ..llm.task_cache import TokenizedItemTasks
-from ..llm.tasks import IGNORE_INDEX, TaskMixture, TextRenderer, packed_example, pad_batch, tokenize_example
+from ..llm.tasks import (IGNORE_INDEX, TaskMixture, TextRenderer, Tokenized, packed_example, pad_batch,
+                         tokenize_example)
 from ..llm.tokens import SidTokenMap, add_sid_tokens
 from .base import ModelContext, Output
 from .vocab import SidModel, SidVocab
@@ -301,7 +302,8 @@ class LLMRecommender(SidModel):
         else:
             next_item = UserSequenceDataset(split) if self.packed else NextItemDataset(split)
         items = {t: self.renderer.pool(t) for t in self.llm.tasks if self.task_pools[t] == "items"}
-        mixture = TaskMixture(next_item, items, dict(self.llm.tasks), seed=self.seed, task_pools=self.task_pools)
+        mixture = TaskMixture(next_item, items, dict(self.llm.tasks), seed=self.seed, task_pools=self.task_pools,
+                              row_tokens=lambda ex: len(self._row(ex).input_ids))
         pairs = {(t, i) for t, i in mixture.index if self.task_pools[t] == "items"}
         self._item_rows = (TokenizedItemTasks(self.renderer, self.tokenizer, sorted(pairs), self.llm.max_length,
                                               self.llm.cache_dir) if pairs else None)
@@ -313,23 +315,21 @@ class LLMRecommender(SidModel):
         Accepts task examples (``{"task", "history", "item"}``) and plain next-item examples
         (``{"history", "target"}``, rendered with the recommendation prompt).
         """
-        rows = []
-        for ex in examples:
-            task = ex.get("task", self.eval_task)
-            item = int(ex["item"] if "item" in ex else ex["target"])
-            history = ex.get("history")
-            history = None if history is None else [int(i) for i in history]
-            if self.packed and task == "seqrec":
-                items = [i for i in (history or []) if i > 0] + [item]
-                rows.append(packed_example(self._header, [self._item_ids[i] for i in items], self._sep,
-                                           self.llm.max_length))
-                continue
-            if self._item_rows is not None and (task, item) in self._item_rows:  # tokenised once (datasets)
-                rows.append(self._item_rows[task, item])
-                continue
-            prompt, response = self.renderer.render(task, history, item)
-            rows.append(tokenize_example(self.tokenizer, prompt, response, self.llm.max_length))
-        return pad_batch(rows, self.tokenizer.pad_token_id, side="left")
+        return pad_batch([self._row(ex) for ex in examples], self.tokenizer.pad_token_id, side="left")
+
+    def _row(self, ex: dict) -> Tokenized:
+        """One example's token ids and labels (``collate``'s rows; their lengths bucket the batches)."""
+        task = ex.get("task", self.eval_task)
+        item = int(ex["item"] if "item" in ex else ex["target"])
+        history = ex.get("history")
+        history = None if history is None else [int(i) for i in history]
+        if self.packed and task == "seqrec":
+            items = [i for i in (history or []) if i > 0] + [item]
+            return packed_example(self._header, [self._item_ids[i] for i in items], self._sep, self.llm.max_length)
+        if self._item_rows is not None and (task, item) in self._item_rows:  # tokenised once (datasets)
+            return self._item_rows[task, item]
+        prompt, response = self.renderer.render(task, history, item)
+        return tokenize_example(self.tokenizer, prompt, response, self.llm.max_length)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> Output:
         """Mean cross-entropy over the response tokens. Accepts ``collate`` batches or plain next-item batches.

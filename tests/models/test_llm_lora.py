@@ -538,3 +538,25 @@ def test_left_padded_batches_stay_finite_where_sdpa_gives_nan_on_empty_rows(tmp_
     ref_items, ref_scores = model.recommend(batch, k=5, beam_size=8)
     assert torch.equal(items, ref_items)
     torch.testing.assert_close(scores, ref_scores)
+
+
+@pytest.mark.parametrize("loss_on", ["all", "target"])
+def test_bucket_lengths_are_the_token_counts_of_the_rows_collate_builds(tmp_path, loss_on):
+    """Length buckets sort by the rows' real token counts, whatever the task (packed sequences, tokenised item
+    rows, rendered prompts), so an item-task row with a long title is not bucketed as a one-item history."""
+    from genrec.data import Split
+    from genrec.data.interactions import InteractionData
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    seqs = [rng.integers(1, N + 1, size=int(rng.integers(4, 9))).astype(np.int64) for _ in range(6)]
+    data = InteractionData(name="t", sequences=seqs, users=np.arange(6), items=TITLES)
+    model = LLMRecommender.build(llm_cfg(tiny_base(tmp_path, "llama"), loss_on=loss_on,
+                                         tasks={"seqrec": 1.0, "title2id": 1.0, "id2title": 1.0},
+                                         cache_dir=str(tmp_path / "tok")), tiny_codes(), SIZES, TITLES)
+    ds = model.train_dataset(Split(data, 3), None)
+    lengths = ds.lengths()
+    assert {ds[i]["task"] for i in range(len(ds))} == {"seqrec", "title2id", "id2title"}
+    for i in range(len(ds)):
+        assert lengths[i] == int(model.collate([ds[i]])["attention_mask"].sum())
+    assert len(set(lengths[[ds[i]["task"] == "title2id" for i in range(len(ds))]].tolist())) > 1  # titles differ
