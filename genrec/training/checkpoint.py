@@ -15,6 +15,7 @@ from .distributed import frozen_names
 
 FROZEN_FILE = "frozen.json"  # in a checkpoint that leaves the frozen parameters out: what they were
 
+
 class RunLock:
     """``<run>/.lock`` holding the pid and host of the process training the run: a second process on the same run
     name stops with a message instead of corrupting the folder. A lock whose process is gone (killed run) is stale
