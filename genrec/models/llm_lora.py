@@ -175,6 +175,8 @@ class LLMRecommender(SidModel):
         super().__init__()
         self.lm, self.tokenizer, self.llm = lm, tokenizer, llm
         self.tokens = SidTokenMap.from_tokenizer(tokenizer, [int(k) for k in codebook_sizes])
+        self._level_ids_on: dict[torch.device, list[torch.Tensor]] = {}  # the level ids per device (_level_ids)
+        self._level_span = [(int(ids[0]), len(ids)) for ids in self.tokens.level_ids]  # (first token id, codes)
         first = int(self.tokens.level_ids[0][0])  # the codes are tokens added after the base vocabulary
         if self.tokens.all_ids != list(range(first, first + sum(int(k) for k in codebook_sizes))):
             raise ValueError("the tokenizer's semantic-ID tokens are not one contiguous block, level-major "
@@ -343,13 +345,13 @@ class LLMRecommender(SidModel):
             batch = self.collate(examples)
         device = self.lm.get_input_embeddings().weight.device
         ids, mask, labels = (batch[k].to(device) for k in ("input_ids", "attention_mask", "labels"))
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        if self.llm.head == "sid":  # every position: slicing to the responses would read their start back (a sync)
+            return Output(loss=self.sid_loss(self.hidden_states(ids, mask, pos)[:, :-1], labels[:, 1:]))
         has_label = (labels != IGNORE_INDEX).any(0).nonzero()
         keep = ids.shape[1] - int(has_label[0]) + 1 if len(has_label) else 2
         keep = min(keep, ids.shape[1])
-        pos = (mask.cumsum(-1) - 1).clamp(min=0)
         target = labels[:, -keep + 1:] if keep > 1 else labels[:, :0]
-        if self.llm.head == "sid":
-            return Output(loss=self.sid_loss(self.hidden_states(ids, mask, pos)[:, -keep:-1], target))
         logits = self.lm(input_ids=ids, attention_mask=left_padded_mask(self.lm, mask), position_ids=pos,
                          use_cache=False, logits_to_keep=keep).logits  # (B, keep, V)
         loss = nn.functional.cross_entropy(logits[:, :-1].float().reshape(-1, logits.shape[-1]), target.reshape(-1),
@@ -364,8 +366,8 @@ class LLMRecommender(SidModel):
                           use_cache=False).last_hidden_state
 
     def level_logits(self, h: torch.Tensor, level: int) -> torch.Tensor:
-        """(P, D) hidden states -> (P, K_level) logits of that level's code tokens only."""
-        ids = self.tokens.level_ids[level].to(h.device)
+        """(..., D) hidden states -> (..., K_level) logits of that level's code tokens only."""
+        ids = self._level_ids(level, h.device)
         with torch.autocast(h.device.type, enabled=False):  # fp32 scores: bf16 would tie close codes in beams
             if has_tied_head(self.lm.get_base_model() if hasattr(self.lm, "get_base_model") else self.lm):
                 rows = self.lm.get_input_embeddings()(ids)  # the adapted rows (peft's trainable tokens included)
@@ -373,31 +375,40 @@ class LLMRecommender(SidModel):
             head = self.lm.get_output_embeddings()  # an untied head: its full output, sliced
             return head(h.to(head.weight.dtype))[..., ids].float()
 
+    def _level_ids(self, level: int, device: torch.device) -> torch.Tensor:
+        """The level's code token ids on ``device``, copied once (a copy per step would wait for the GPU)."""
+        if device not in self._level_ids_on:
+            self._level_ids_on[device] = [ids.to(device) for ids in self.tokens.level_ids]
+        return self._level_ids_on[device][level]
+
     def sid_loss(self, h: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Mean over labelled positions: a code label's cross-entropy over its level's codes; a text label's (the
         titles of ``id2title``) over the whole vocabulary. EOS labels are left out (an ID's end is known, and
         ``recommend`` never generates text).
 
+        Code labels are scored at every position and masked (a level's codes are a few hundred: cheap), so nothing
+        is read back to the host; only a batch's text labels, gathered for the full head, need one read.
+
         Args:
             h: (B, R, D) states that predict ``target`` (B, R) (``IGNORE_INDEX`` where nothing is scored).
         """
-        total, count = h.new_zeros((), dtype=torch.float), 0
+        total = h.new_zeros((), dtype=torch.float)
+        count = torch.zeros((), dtype=torch.long, device=h.device)
         is_code = torch.zeros_like(target, dtype=torch.bool)
-        for level, ids in enumerate(self.tokens.level_ids):
-            lo = int(ids[0])
-            sel = (target >= lo) & (target < lo + len(ids))
+        for level, (lo, k) in enumerate(self._level_span):
+            sel = (target >= lo) & (target < lo + k)
             is_code |= sel
-            if bool(sel.any()):
-                logits = self.level_logits(h[sel], level).float()
-                total = total + nn.functional.cross_entropy(logits, target[sel] - lo, reduction="sum")
-                count += int(sel.sum())
+            ce = nn.functional.cross_entropy(self.level_logits(h, level).float().flatten(0, -2),
+                                             (target - lo).clamp(0, k - 1).flatten(), reduction="none")
+            total = total + (ce * sel.flatten()).sum()
+            count = count + sel.sum()
         text = (target != IGNORE_INDEX) & ~is_code & (target != self.tokenizer.eos_token_id)
-        if bool(text.any()):  # only batches with alignment-task titles pay for the full head
+        if bool(text.any()):  # only batches with alignment-task titles pay for the full head (and this read)
             head = self.lm.get_output_embeddings()
             logits = head(h[text].to(head.weight.dtype)).float()
             total = total + nn.functional.cross_entropy(logits, target[text], reduction="sum")
-            count += int(text.sum())
-        return total / max(count, 1)
+            count = count + text.sum()
+        return total / count.clamp(min=1)
 
     # ------------------------------------------------------------------ retrieval
     def prompts(self, history: torch.Tensor) -> dict[str, torch.Tensor]:
