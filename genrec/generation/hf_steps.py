@@ -25,13 +25,14 @@ def left_padded_mask(model, attention_mask: torch.Tensor) -> torch.Tensor:
     transformers 5 hands sdpa a boolean causal + padding mask in which a padding query row sees no key at all.
     PyTorch's CPU kernels return zeros for such a row; CUDA backends may return NaN, which the next layer spreads to
     the row's real tokens through 0 * NaN (pytorch/pytorch#103749, #110213): an LLM fine-tune on a GPU then has a
-    NaN loss from its first step. For sdpa models with padding this returns the (B, 1, T, T) boolean mask (causal,
-    padding keys hidden) in which each padding query sees its own key: the real rows' attention is unchanged and
-    the padding rows stay finite on every backend. Without padding, or with another attention implementation
-    (eager fills masked scores with the dtype's minimum: finite), the 2D mask is returned as it is.
+    NaN loss from its first step. For sdpa models this returns the (B, 1, T, T) boolean mask (causal, padding keys
+    hidden) in which each padding query sees its own key: the real rows' attention is unchanged and the padding
+    rows stay finite on every backend. It is built whether or not the batch has padding (asking would read the
+    mask back from the device: a GPU sync at every forward). With another attention implementation (eager fills
+    masked scores with the dtype's minimum: finite) the 2D mask is returned as it is.
     """
     config = getattr(model, "config", None)
-    if getattr(config, "_attn_implementation", None) != "sdpa" or bool(attention_mask.all()):
+    if getattr(config, "_attn_implementation", None) != "sdpa":
         return attention_mask
     keep = attention_mask.bool()  # (B, T)
     t = keep.shape[1]
