@@ -177,6 +177,7 @@ class LLMRecommender(SidModel):
         self.tokens = SidTokenMap.from_tokenizer(tokenizer, [int(k) for k in codebook_sizes])
         self._level_ids_on: dict[torch.device, list[torch.Tensor]] = {}  # the level ids per device (_level_ids)
         self._level_span = [(int(ids[0]), len(ids)) for ids in self.tokens.level_ids]  # (first token id, codes)
+        self._eos_id = tokenizer.eos_token_id  # (read in the training forward: a plain int traces, a tokenizer not)
         first = int(self.tokens.level_ids[0][0])  # the codes are tokens added after the base vocabulary
         if self.tokens.all_ids != list(range(first, first + sum(int(k) for k in codebook_sizes))):
             raise ValueError("the tokenizer's semantic-ID tokens are not one contiguous block, level-major "
@@ -189,6 +190,8 @@ class LLMRecommender(SidModel):
         self.eval_task = "seqrec_with_titles" if llm.with_titles else "seqrec"
         for task in llm.tasks:
             lookup(self.task_pools, task, field="model.llm.tasks")
+        # a response other than "{sid}" (id2title's title) puts text labels in batches: sid_loss checks for them
+        self._text_labels = any(w > 0 and self.templates[t].response != "{sid}" for t, w in llm.tasks.items())
         if llm.tasks and not any(self.task_pools[t] == "sequences" for t in llm.tasks):
             raise ValueError(f"model.llm.tasks={dict(llm.tasks)} has no sequential-recommendation task; add "
                              f"{self.eval_task}: 1.0 (the prompt recommend() uses)")
@@ -387,7 +390,8 @@ class LLMRecommender(SidModel):
         ``recommend`` never generates text).
 
         Code labels are scored at every position and masked (a level's codes are a few hundred: cheap), so nothing
-        is read back to the host; only a batch's text labels, gathered for the full head, need one read.
+        is read back to the host; only a model with text responses in its tasks (id2title) reads whether a batch
+        has text labels, which it gathers for the full head.
 
         Args:
             h: (B, R, D) states that predict ``target`` (B, R) (``IGNORE_INDEX`` where nothing is scored).
@@ -402,8 +406,8 @@ class LLMRecommender(SidModel):
                                              (target - lo).clamp(0, k - 1).flatten(), reduction="none")
             total = total + (ce * sel.flatten()).sum()
             count = count + sel.sum()
-        text = (target != IGNORE_INDEX) & ~is_code & (target != self.tokenizer.eos_token_id)
-        if bool(text.any()):  # only batches with alignment-task titles pay for the full head (and this read)
+        text = (target != IGNORE_INDEX) & ~is_code & (target != self._eos_id)
+        if self._text_labels and bool(text.any()):  # only batches with titles pay for the full head (and the read)
             head = self.lm.get_output_embeddings()
             logits = head(h[text].to(head.weight.dtype)).float()
             total = total + nn.functional.cross_entropy(logits, target[text], reduction="sum")

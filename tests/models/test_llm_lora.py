@@ -560,3 +560,21 @@ def test_bucket_lengths_are_the_token_counts_of_the_rows_collate_builds(tmp_path
     for i in range(len(ds)):
         assert lengths[i] == int(model.collate([ds[i]])["attention_mask"].sum())
     assert len(set(lengths[[ds[i]["task"] == "title2id" for i in range(len(ds))]].tolist())) > 1  # titles differ
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_sid_head_training_forward_reads_nothing_back_without_text_tasks(tmp_path):
+    """No .item(), bool(tensor), data-dependent shape or tokenizer call in the SID-head training forward of a model
+    whose tasks answer with IDs only (each a GPU sync or a graph break): dynamo's fullgraph=True traces it as one
+    graph, and it gives the eager loss."""
+    model = LLMRecommender.build(llm_cfg(tiny_base(tmp_path, "llama"), head="sid"), tiny_codes(), SIZES, TITLES)
+    batch = model.collate([{"history": h, "target": t} for h, t in
+                           zip(batch_of()["history"], batch_of()["target"].tolist())])
+    torch._dynamo.reset()
+    try:
+        compiled = torch.compile(model, backend="eager", fullgraph=True)
+        loss = compiled(batch).loss
+        loss.backward()
+        torch.testing.assert_close(loss, model(batch).loss)
+    finally:
+        torch._dynamo.reset()
