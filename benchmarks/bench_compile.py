@@ -1,4 +1,5 @@
-"""Training steps per second, eager vs ``train.compile=true``, for TIGER and the decoder-only model on real data.
+"""Training steps per second, eager vs ``train.compile=true``, for TIGER, the decoder-only model and the LLM on real
+data.
 
 For each model the benchmark builds it from its config (semantic IDs from the cached artifact), draws shuffled
 training batches of the real dataset and times ``--steps`` optimiser steps (forward + backward + AdamW) after
@@ -14,6 +15,8 @@ compare directly.
 
     python benchmarks/bench_compile.py tokenizer.kind=random                  # Beauty, CPU
     python benchmarks/bench_compile.py --device cuda --mode reduce-overhead   # GPU: inductor + CUDA graphs
+    python benchmarks/bench_compile.py --device cuda --mode reduce-overhead --models llm --precision bf16 \
+        --steps 30 --warmup 10                  # the LLM's launch-bound step (a few widths: a few graphs to record)
 
 Writes ``results/bench/compile_<device>.json``.
 """
@@ -37,7 +40,8 @@ from genrec.training.loop import build_context  # noqa: E402
 from genrec.training.records import cpu_bf16_flags, device_description, write_record  # noqa: E402
 from timing import train_step_seconds  # noqa: E402
 
-CONFIGS = {"tiger": ["configs/tiger/beauty.yaml"], "decoder": ["configs/gr/beauty.yaml"]}
+CONFIGS = {"tiger": ["configs/tiger/beauty.yaml"], "decoder": ["configs/gr/beauty.yaml"],
+           "llm": ["configs/llm/beauty.yaml"]}  # llm: --models llm (SmolLM2 + LoRA; widths in steps of 64)
 
 
 def main() -> None:

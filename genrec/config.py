@@ -285,7 +285,8 @@ class TrainConfig:
     finish: bool = False  # stop a resumed run here: test its best weights and write the record (noted in it)
     bucket_by_length: bool = False  # batches of rows of similar length (less padding; datasets with lengths())
     # torch.compile the model (accelerate's dynamo plugin, inductor); batches keep their padded width
-    # (``Recommender.static_shapes``) so one graph serves every step; "reduce-overhead" adds CUDA graphs on GPU
+    # (``Recommender.static_shapes``) so one graph serves every step (the LLM: widths in steps of 64, a few
+    # graphs); "reduce-overhead" adds CUDA graphs on GPU
     compile: bool = False
     compile_mode: str = "default"  # default | reduce-overhead | max-autotune (torch.compile's mode)
 

@@ -212,9 +212,9 @@ def packed_example(header: list[int], items: list[list[int]], sep: list[int], ma
     return Tokenized(ids, labels)
 
 
-def pad_batch(rows: list[Tokenized], pad_id: int, side: str = "right") -> dict[str, torch.Tensor]:
-    """Pad to the longest row: input_ids (B, T), attention_mask (B, T), labels (B, T)."""
-    T = max(len(r.input_ids) for r in rows)
+def pad_batch(rows: list[Tokenized], pad_id: int, side: str = "right", length: int = 0) -> dict[str, torch.Tensor]:
+    """Pad to the longest row, or to ``length`` if longer: input_ids (B, T), attention_mask (B, T), labels (B, T)."""
+    T = max([len(r.input_ids) for r in rows] + [length])
     ids = torch.full((len(rows), T), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), T), dtype=torch.long)
     labels = torch.full((len(rows), T), IGNORE_INDEX, dtype=torch.long)

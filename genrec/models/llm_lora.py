@@ -168,6 +168,8 @@ class LLMRecommender(SidModel):
         seed: seeds the task mixture.
     """
 
+    STATIC_STEP = 64  # static_shapes (train.compile): batch widths are multiples of this, up to max_length
+
     example_mode = "next_item"
 
     def __init__(self, lm, tokenizer, sid_codes: torch.Tensor, codebook_sizes: Sequence[int],
@@ -320,7 +322,12 @@ class LLMRecommender(SidModel):
         Accepts task examples (``{"task", "history", "item"}``) and plain next-item examples
         (``{"history", "target"}``, rendered with the recommendation prompt).
         """
-        return pad_batch([self._row(ex) for ex in examples], self.tokenizer.pad_token_id, side="left")
+        rows = [self._row(ex) for ex in examples]
+        length = 0
+        if self.static_shapes:  # train.compile: widths in steps of STATIC_STEP, so a few graphs serve every batch
+            longest = max(len(r.input_ids) for r in rows)
+            length = max(min(-(-longest // self.STATIC_STEP) * self.STATIC_STEP, self.llm.max_length), longest)
+        return pad_batch(rows, self.tokenizer.pad_token_id, side="left", length=length)
 
     def _row(self, ex: dict) -> Tokenized:
         """One example's token ids and labels (``collate``'s rows; their lengths bucket the batches)."""

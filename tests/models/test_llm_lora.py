@@ -578,3 +578,20 @@ def test_sid_head_training_forward_reads_nothing_back_without_text_tasks(tmp_pat
         torch.testing.assert_close(loss, model(batch).loss)
     finally:
         torch._dynamo.reset()
+
+
+def test_static_shapes_pad_batches_to_a_few_widths_and_keep_the_loss(tmp_path):
+    """train.compile (static_shapes): left padding to a multiple of STATIC_STEP (capped at max_length) changes no
+    row's loss, so compiled steps train what eager steps train, with a handful of graphs."""
+    model = LLMRecommender.build(llm_cfg(tiny_base(tmp_path, "llama"), head="sid", max_length=100), tiny_codes(),
+                                 SIZES, TITLES)
+    examples = [{"history": h, "target": t} for h, t in zip(batch_of()["history"], batch_of()["target"].tolist())]
+    trimmed = model.collate(examples)
+    model.static_shapes = True
+    padded = model.collate(examples)
+    assert trimmed["input_ids"].shape[1] < 64 == padded["input_ids"].shape[1]
+    assert torch.equal(padded["input_ids"][:, -trimmed["input_ids"].shape[1]:], trimmed["input_ids"])
+    torch.testing.assert_close(model(padded).loss, model(trimmed).loss)
+    long = [{"history": torch.tensor([1, 2, 3, 4, 5, 6, 7, 8] * 3), "target": 9}]
+    assert 64 < len(model._row(long[0]).input_ids) <= 100
+    assert model.collate(long)["input_ids"].shape[1] == 100  # the next multiple, 128, is past max_length
