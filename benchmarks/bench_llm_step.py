@@ -5,10 +5,11 @@ the configured base model.
 
 Every variant trains the same LoRA model (built once per head, base dtype and dropout) on batches of the epoch's
 examples: ``random`` batches are drawn as the default sampler draws them, ``bucketed`` ones as
-``train.bucket_by_length=true`` cuts them
-(``genrec.data.samplers.BucketShuffle`` over the dataset's ``lengths()``). Steps of all variants are interleaved so
-machine load hits them alike. Real tokens are the attention mask's ones (padding excluded); real tokens/s =
-real tokens of a step / its median time, so a variant that pads less reads the same examples faster.
+``train.bucket_by_length=true`` cuts them (``genrec.data.samplers.BucketShuffle`` over the dataset's ``lengths()``:
+the rows' token counts), ``bucketed-items`` by history items instead (what the LLM bucketed by before; pick with
+``--batchings``). Steps of all variants are interleaved so machine load hits them alike. Real tokens are the
+attention mask's ones (padding excluded); real tokens/s = real tokens of a step / its median time, so a variant
+that pads less reads the same examples faster.
 
     python benchmarks/bench_llm_step.py                                   # CPU, configs/llm/beauty.yaml, batch 8
     python benchmarks/bench_llm_step.py --device cuda --batch-size 32 --steps 20
@@ -35,12 +36,21 @@ from timing import train_step_seconds  # noqa: E402
 
 
 def batches(ds, batch_size: int, n: int, seed: int) -> dict[str, list[list[int]]]:
-    """``n`` batches of example indices per batching: random, and length-bucketed."""
+    """``n`` batches of example indices per batching: random, length-bucketed (by the rows' token counts), and,
+    for comparison, bucketed by history items (the proxy ``TaskMixture.lengths`` gives without ``row_tokens``)."""
     rng = np.random.default_rng(seed)
-    random = [rng.choice(len(ds), size=batch_size, replace=False).tolist() for _ in range(n)]
-    order = list(BucketShuffle(ds.lengths(), batch_size, seed))
-    bucketed = [order[i * batch_size:(i + 1) * batch_size] for i in range(n)]
-    return {"random": random, "bucketed": bucketed}
+    out = {"random": [rng.choice(len(ds), size=batch_size, replace=False).tolist() for _ in range(n)]}
+    row_tokens = getattr(ds, "row_tokens", None)
+    for name, lengths in (("bucketed", ds.lengths), ("bucketed-items", None)):
+        if lengths is None:
+            if row_tokens is None:
+                continue
+            ds.row_tokens = None
+            lengths = ds.lengths
+        order = list(BucketShuffle(lengths(), batch_size, seed))
+        ds.row_tokens = row_tokens
+        out[name] = [order[i * batch_size:(i + 1) * batch_size] for i in range(n)]
+    return out
 
 
 def main(argv=None) -> None:
