@@ -340,6 +340,9 @@ class LLMRecommender(SidModel):
             return packed_example(self._header, [self._item_ids[i] for i in items], self._sep, self.llm.max_length)
         if self._item_rows is not None and (task, item) in self._item_rows:  # tokenised once (datasets)
             return self._item_rows[task, item]
+        if not self._text_labels and self.renderer.template(task).response != "{sid}":  # never a silent 0 loss
+            raise ValueError(f"a {task!r} row answers with text, which sid_loss scores only when model.llm.tasks has "
+                             f"such a task (it has {dict(self.llm.tasks)}); add {task}: <weight> to model.llm.tasks")
         prompt, response = self.renderer.render(task, history, item)
         return tokenize_example(self.tokenizer, prompt, response, self.llm.max_length)
 
