@@ -3,6 +3,7 @@
     genrec demo                                   # the whole pipeline on the embedded tiny dataset, offline
     genrec train --config configs/sasrec/beauty.yaml [--config delta.yaml ...] [key=value ...]
     genrec eval runs/<run name> eval.exclude_history=true eval.beam_size=50   # re-evaluate trained weights
+    genrec status runs/<run name> [--out progress.json]  # where a (stopped or running) run stands
     genrec predict runs/<run name> --k 100 --out recs.parquet [--users FILE] [--split test|valid|next]
     genrec data stats --config configs/sasrec/beauty.yaml       (or: genrec data stats data.name=sports)
     genrec sids build --config configs/tiger/beauty.yaml
@@ -39,6 +40,9 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--split", default="test", choices=["test", "valid", "next"],
                     help="history to recommend from: test (default; the held-out target is written beside the "
                          "list), valid, or next (the whole sequence)")
+    st = sub.add_parser("status", help="where a run stands (epochs, steps, pace, validation, test), from its folder")
+    st.add_argument("run_dir", help="the run's folder, runs/<run name>")
+    st.add_argument("--out", default="", help="also write the status as a JSON progress file (not a result record)")
     with_config(sub.add_parser("config", help="print the resolved config"))
     demo = with_config(sub.add_parser("demo", help="run the pipeline on the embedded tiny dataset"))
     demo.add_argument("--models", default="", help="comma-separated model kinds (default: all that apply)")
@@ -75,6 +79,14 @@ def _run(args) -> int:
 
     if args.command == "predict":
         return _predict(args)
+    if args.command == "status":
+        from .training.status import format_status, run_status, write_progress
+
+        status = run_status(args.run_dir)
+        print(format_status(status))
+        if args.out:
+            print(f"progress: {write_progress(args.out, status)}")
+        return 0
     if args.command == "eval":
         from .training.loop import evaluate_run
 

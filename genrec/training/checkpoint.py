@@ -25,15 +25,20 @@ class RunLock:
         self.path = os.path.join(run_dir, ".lock")
         self.me = f"{os.getpid()}@{platform.node()}"
 
+    def holder(self) -> int | None:
+        """The pid of a live process on this machine that holds the lock; None: no lock, a stale one, another host."""
+        if not os.path.isfile(self.path):
+            return None
+        with open(self.path) as f:
+            pid, _, host = f.read().strip().partition("@")
+        return int(pid) if pid.isdigit() and host == platform.node() and _alive(int(pid)) else None
+
     def acquire(self) -> None:
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        if os.path.isfile(self.path):
-            with open(self.path) as f:
-                holder = f.read().strip()
-            pid, _, host = holder.partition("@")
-            if holder != self.me and host == platform.node() and pid.isdigit() and _alive(int(pid)):
-                raise ValueError(f"{os.path.dirname(self.path)} is in use by process {pid} (lock {self.path}); "
-                                 f"wait for it to finish, or give this run another name (name=...)")
+        pid = self.holder()
+        if pid is not None and pid != os.getpid():
+            raise ValueError(f"{os.path.dirname(self.path)} is in use by process {pid} (lock {self.path}); "
+                             f"wait for it to finish, or give this run another name (name=...)")
         with open(self.path, "w") as f:
             f.write(self.me)
 

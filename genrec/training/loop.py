@@ -37,7 +37,8 @@ from .checkpoint import Checkpointer, RunLock
 from .inputs import build_context, check_inputs, input_fingerprints, sids_fields
 from .naming import _flatten, run_name
 from .optim import build_optimizer
-from .records import device_description, git_commit, write_record
+from .records import command_line, device_description, git_commit, now_utc, write_record
+from .status import log_session
 from .stop import NonFiniteLoss, StopSignal, TrainingStopped
 
 log = logging.getLogger(__name__)
@@ -262,6 +263,12 @@ def setup(cfg: ExperimentConfig) -> Run:
         elif _extendable(run.state, tc):
             run.state["done"] = False  # it stopped at its epoch budget only; a larger train.epochs continues it
             accelerator.print(f"continuing {run_dir} from epoch {run.state['epoch']} to train.epochs={tc.epochs}")
+    if accelerator.is_main_process:  # who trained which steps, where: ``genrec status`` reads it
+        log_session(run_dir, {"date": now_utc(), "command": command_line(), "git_commit": commit,
+                              "device": device_description(accelerator.device),
+                              "processes": accelerator.num_processes, "precision": precision,
+                              "steps_per_epoch": run.steps_per_epoch, "epochs": tc.epochs,
+                              "start_epoch": run.state["epoch"], "start_step": run.state["global_step"]})
     # One wandb project for all runs, each named by its config delta and seed; tensorboard writes under run_dir.
     accelerator.init_trackers("genrec", config=_flat(to_dict(cfg)),
                               init_kwargs={"wandb": {"name": name, "dir": run_dir}})
