@@ -120,6 +120,8 @@ class SASRecConfig:
     # mask padded keys and count positions from the oldest item (HSTU's right-padded SASRec); false: the original
     # code's left padding, visible to attention
     mask_padding: bool = False
+    # HSTU's SASRec baseline's other details: layer norms without affine, no final layer norm, its initialisation
+    reference_details: bool = False
 
 
 @dataclass

@@ -12,7 +12,9 @@ Sequences are left-padded. As in the original code (Kang & McAuley; padded input
 real position also attends to the padding before it, and absolute positions count back from the newest item.
 ``mask_padding`` masks the padded keys and counts positions from the oldest item of the window instead: what the
 right-padded rows of HSTU's SASRec baseline compute, and a user's states then no longer depend on how much padding
-precedes the history.
+precedes the history. ``reference`` (``model.sasrec.reference_details``) takes that baseline's remaining details
+(research/modeling/sequential/sasrec.py): layer norms without scale or shift, no final layer norm before the L2
+norm, and its initialisation (``_init_reference``).
 """
 from __future__ import annotations
 
@@ -25,11 +27,11 @@ from .base import ModelContext, Output, Recommender
 
 
 class SASRecBlock(nn.Module):
-    def __init__(self, hidden: int, heads: int, dropout: float):
+    def __init__(self, hidden: int, heads: int, dropout: float, affine: bool = True):
         super().__init__()
-        self.ln1 = nn.LayerNorm(hidden, eps=1e-8)
+        self.ln1 = nn.LayerNorm(hidden, eps=1e-8, elementwise_affine=affine)
         self.attn = nn.MultiheadAttention(hidden, heads, dropout=dropout, batch_first=True)
-        self.ln2 = nn.LayerNorm(hidden, eps=1e-8)
+        self.ln2 = nn.LayerNorm(hidden, eps=1e-8, elementwise_affine=affine)
         self.ff = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, hidden),
                                 nn.Dropout(dropout))
 
@@ -76,7 +78,8 @@ class SASRec(Recommender):
 
     def __init__(self, num_items: int, max_len: int, hidden: int = 64, layers: int = 2, heads: int = 1,
                  dropout: float = 0.5, loss: str = "ce", num_negatives: int = 1, temperature: float = 1.0,
-                 negatives: str = "position", l2_norm: bool = False, mask_padding: bool = False):
+                 negatives: str = "position", l2_norm: bool = False, mask_padding: bool = False,
+                 reference: bool = False):
         super().__init__()
         self.num_items, self.num_negatives, self.temperature = num_items, num_negatives, temperature
         self.negatives, self.l2_norm, self.mask_padding, self.heads = negatives, l2_norm, mask_padding, heads
@@ -84,10 +87,13 @@ class SASRec(Recommender):
         self.item_emb = nn.Embedding(num_items + 1, hidden, padding_idx=0)
         self.pos_emb = nn.Embedding(max_len, hidden)
         self.drop = nn.Dropout(dropout)
-        self.blocks = nn.ModuleList(SASRecBlock(hidden, heads, dropout) for _ in range(layers))
-        self.ln = nn.LayerNorm(hidden, eps=1e-8)
+        self.blocks = nn.ModuleList(SASRecBlock(hidden, heads, dropout, affine=not reference) for _ in range(layers))
+        self.ln = nn.Identity() if reference else nn.LayerNorm(hidden, eps=1e-8)
         self.hidden = hidden
-        self.apply(self._init)
+        if reference:
+            self._init_reference()
+        else:
+            self.apply(self._init)
 
     @staticmethod
     def _init(m: nn.Module) -> None:
@@ -96,11 +102,21 @@ class SASRec(Recommender):
             if isinstance(m, nn.Linear) and m.bias is not None:
                 nn.init.zeros_(m.bias)
 
+    def _init_reference(self) -> None:
+        """HSTU's research code: Xavier-normal on every weight matrix of the blocks (the attention's input projection
+        included; biases keep PyTorch's defaults: zero in the attention, uniform +-1/sqrt(D) in the feed-forward),
+        items truncated N(0, 0.02) and positions truncated N(0, 1/D), both cut at two standard deviations."""
+        for p in self.blocks.parameters():
+            if p.dim() > 1:
+                nn.init.xavier_normal_(p)
+        for table, std in ((self.item_emb.weight, 0.02), (self.pos_emb.weight, self.hidden ** -0.5)):
+            nn.init.trunc_normal_(table, std=std, a=-2 * std, b=2 * std)
+
     @classmethod
     def from_config(cfg_cls, cfg, ctx: ModelContext) -> "SASRec":
         c = cfg.model.sasrec
         return cfg_cls(ctx.num_items, cfg.data.max_history, c.hidden, c.layers, c.heads, c.dropout, c.loss,
-                       c.num_negatives, c.temperature, c.negatives, c.l2_norm, c.mask_padding)
+                       c.num_negatives, c.temperature, c.negatives, c.l2_norm, c.mask_padding, c.reference_details)
 
     def encode(self, seq: torch.Tensor) -> torch.Tensor:
         """(B, T) left-padded item ids -> (B, T, D) hidden states (position t sees items <= t)."""

@@ -1,0 +1,46 @@
+"""SASRec with HSTU's baseline details (``model.sasrec.reference_details`` + ``mask_padding``) computes what HSTU's
+research code computes (research/modeling/sequential/sasrec.py) on right-padded rows, from the same weights."""
+import torch
+import torch.nn.functional as F
+
+from genrec.models.sasrec import SASRec
+
+
+def research_forward(m: SASRec, seq: torch.Tensor) -> torch.Tensor:
+    """The research code's forward, written from its description: right-padded ids, positions 0.. from the oldest
+    item, padding zeroed, a causal mask only, weightless layer norms, feed-forward with its own residual, the valid
+    mask after every block, no final norm, then the L2 norm."""
+    B, T = seq.shape
+    valid = (seq != 0)[..., None].float()
+    x = (m.item_emb(seq) * m.hidden ** 0.5 + m.pos_emb(torch.arange(T))) * valid
+    causal = torch.ones(T, T, dtype=torch.bool).triu(1)
+    for blk in m.blocks:
+        q = F.layer_norm(x, (m.hidden,), eps=1e-8)
+        y = F.layer_norm(q + blk.attn(q, x, x, attn_mask=causal, need_weights=False)[0], (m.hidden,), eps=1e-8)
+        x = (y + blk.ff(y)) * valid
+    return F.normalize(x, dim=-1, eps=1e-6)
+
+
+def test_reference_details_compute_the_research_code_forward_on_right_padded_rows():
+    torch.manual_seed(0)
+    m = SASRec(num_items=30, max_len=7, hidden=8, heads=1, dropout=0.0, l2_norm=True, mask_padding=True,
+               reference=True).eval()
+    assert not [n for n, _ in m.named_parameters() if ".ln" in n]  # no layer-norm scale or shift anywhere
+    assert any(b.ff[0].bias.abs().sum() > 0 for b in m.blocks)  # feed-forward biases keep PyTorch's init
+    lengths = [7, 4, 1, 5]
+    items = torch.randint(1, 31, (len(lengths), 7))
+    left = torch.zeros_like(items)
+    right = torch.zeros_like(items)
+    for i, n in enumerate(lengths):
+        left[i, 7 - n:] = items[i, :n]
+        right[i, :n] = items[i, :n]
+    with torch.no_grad():
+        ours, theirs = m.encode(left), research_forward(m, right)
+    for i, n in enumerate(lengths):
+        assert torch.allclose(ours[i, 7 - n:], theirs[i, :n], atol=1e-5)
+
+
+def test_without_reference_details_the_final_norm_and_affine_norms_stay():
+    m = SASRec(num_items=30, max_len=7, hidden=8, heads=1, dropout=0.0)
+    assert isinstance(m.ln, torch.nn.LayerNorm) and m.blocks[0].ln1.weight is not None
+    assert all(b.ff[0].bias.abs().sum() == 0 for b in m.blocks)  # zero biases, Xavier weights: the default init
