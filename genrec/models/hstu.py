@@ -19,7 +19,8 @@ cross-entropy (``genrec.models.losses``).
 ``reference=True`` (``model.hstu.reference_details``) takes the research code's details where they differ from the
 above: ``n`` a constant (``max_len``; the reference divides by its padded length, 211 for 200 history items: the
 layer norm after it cancels a constant up to its eps), layer norms with eps 1e-6 and no scale or shift, no bias on
-the U/V/Q/K projection, W_o Xavier-uniform, absolute positions counted from the oldest item of the window (the
+the U/V/Q/K projection, W_o Xavier-uniform, one relative-position table per layer shared by its heads (the
+reference adds its (B, N, N) bias to every head), absolute positions counted from the oldest item of the window (the
 reference pads on the right) and initialised Xavier-normal (its ``reset_params`` overwrites the truncated normal it
 first draws).
 """
@@ -49,7 +50,8 @@ class HSTUBlock(nn.Module):
         self.out = nn.Linear(heads * dv, dim)
         self.drop = nn.Dropout(dropout)
         self.max_len = max_len
-        self.rel_bias = nn.Parameter(torch.randn(heads, 2 * max_len - 1) * 0.02)  # bias of distance j - i, per head
+        # bias of distance j - i: per head, or (reference) one table the heads share
+        self.rel_bias = nn.Parameter(torch.randn(1 if reference else heads, 2 * max_len - 1) * 0.02)
         nn.init.normal_(self.uvqk.weight, std=0.02)  # the reference's U, V, Q, K projection
         if reference:
             nn.init.xavier_uniform_(self.out.weight)
@@ -57,7 +59,8 @@ class HSTUBlock(nn.Module):
             nn.init.zeros_(self.uvqk.bias)
 
     def bias(self, t: int, device) -> torch.Tensor:
-        """(H, T, T) relative-position bias ``rab[h, j - i]``, distances clipped to the table."""
+        """(H, T, T) relative-position bias ``rab[h, j - i]`` ((1, T, T) when the heads share it), distances
+        clipped to the table."""
         pos = torch.arange(t, device=device)
         rel = (pos[None, :] - pos[:, None]).clamp(-(self.max_len - 1), self.max_len - 1) + self.max_len - 1
         return self.rel_bias[:, rel]

@@ -30,7 +30,8 @@ def block_reference(blk: HSTUBlock, x: torch.Tensor, pad: torch.Tensor) -> torch
                 keys = [j for j in range(i + 1) if not pad[bi, j]]
                 acc = torch.zeros(blk.dv)
                 for j in keys:
-                    rab = blk.rel_bias[hh, min(max(j - i, -(blk.max_len - 1)), blk.max_len - 1) + blk.max_len - 1]
+                    table = blk.rel_bias[0 if blk.reference else hh]  # the reference's heads share one table
+                    rab = table[min(max(j - i, -(blk.max_len - 1)), blk.max_len - 1) + blk.max_len - 1]
                     acc = acc + F.silu(q[i, qs] @ k[j, qs] + rab) * v[j, ks]
                 heads.append(acc / (blk.max_len if blk.reference else max(len(keys), 1)))
             attn = torch.cat(heads)
@@ -43,6 +44,7 @@ def test_hstu_block_equals_the_loop_reference(reference):
     torch.manual_seed(0)
     blk = HSTUBlock(dim=8, heads=2, dqk=3, dv=4, max_len=5, dropout=0.0, reference=reference).eval()
     assert (blk.uvqk.bias is None) == reference and (blk.norm_in.weight is None) == reference
+    assert blk.rel_bias.shape == (1 if reference else 2, 9)
     torch.nn.init.normal_(blk.rel_bias, std=0.5)
     x = torch.randn(2, 5, 8)
     pad = torch.tensor([[True, True, False, False, False], [False] * 5])
