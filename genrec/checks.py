@@ -115,6 +115,9 @@ def _cross_field(cfg) -> list[str]:
                 lookup(pools, task, field="model.llm.tasks")
         except ValueError as e:
             errors.append(str(e))
+    if cfg.model.kind == "sasrec" and cfg.model.sasrec.reference_details and not cfg.model.sasrec.mask_padding:
+        errors.append("model.sasrec.reference_details=true needs model.sasrec.mask_padding=true: HSTU's SASRec rows "
+                      "are right-padded (padding never attended to, positions from the oldest item)")
     if cfg.train.compile and cfg.model.kind == "decoder" and cfg.model.decoder.pack:
         errors.append("train.compile=true needs model.decoder.pack=false: packing builds rows of data-dependent "
                       "shape on the host every step")

@@ -177,6 +177,7 @@ class HSTUConfig:
     # the research code's block details (genrec/models/hstu.py): constant 1/n, layer norms without affine, no U/V/Q/K
     # bias, positions from the oldest item, its initialisation
     reference_details: bool = False
+    shared_bias: bool = False  # one relative-position table per layer for all heads (the research code's)
 
 
 @dataclass

@@ -19,10 +19,11 @@ cross-entropy (``genrec.models.losses``).
 ``reference=True`` (``model.hstu.reference_details``) takes the research code's details where they differ from the
 above: ``n`` a constant (``max_len``; the reference divides by its padded length, 211 for 200 history items: the
 layer norm after it cancels a constant up to its eps), layer norms with eps 1e-6 and no scale or shift, no bias on
-the U/V/Q/K projection, W_o Xavier-uniform, one relative-position table per layer shared by its heads (the
-reference adds its (B, N, N) bias to every head), absolute positions counted from the oldest item of the window (the
+the U/V/Q/K projection, W_o Xavier-uniform, absolute positions counted from the oldest item of the window (the
 reference pads on the right) and initialised Xavier-normal (its ``reset_params`` overwrites the truncated normal it
-first draws).
+first draws). ``shared_bias`` (``model.hstu.shared_bias``) gives each layer one relative-position table for all its
+heads, as the reference adds its (B, N, N) bias to every head (a separate switch: it changes models with several
+heads, and runs recorded before it existed had one table per head).
 """
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ class HSTUBlock(nn.Module):
     """One HSTU layer over left-padded sequences (padding keys masked, padding rows zeroed)."""
 
     def __init__(self, dim: int, heads: int, dqk: int, dv: int, max_len: int, dropout: float,
-                 reference: bool = False):
+                 reference: bool = False, shared_bias: bool = False):
         super().__init__()
         self.heads, self.dqk, self.dv, self.reference = heads, dqk, dv, reference
         norm = dict(eps=1e-6, elementwise_affine=False) if reference else {}
@@ -50,8 +51,8 @@ class HSTUBlock(nn.Module):
         self.out = nn.Linear(heads * dv, dim)
         self.drop = nn.Dropout(dropout)
         self.max_len = max_len
-        # bias of distance j - i: per head, or (reference) one table the heads share
-        self.rel_bias = nn.Parameter(torch.randn(1 if reference else heads, 2 * max_len - 1) * 0.02)
+        # bias of distance j - i: one table per head, or one the heads share (the research code's)
+        self.rel_bias = nn.Parameter(torch.randn(1 if shared_bias else heads, 2 * max_len - 1) * 0.02)
         nn.init.normal_(self.uvqk.weight, std=0.02)  # the reference's U, V, Q, K projection
         if reference:
             nn.init.xavier_uniform_(self.out.weight)
@@ -93,7 +94,8 @@ class HSTU(Recommender):
 
     def __init__(self, num_items: int, max_len: int, dim: int = 50, layers: int = 2, heads: int = 1,
                  dqk: int = 50, dv: int = 50, dropout: float = 0.2, loss: str = "sampled", num_negatives: int = 128,
-                 temperature: float = 0.05, negatives: str = "position", reference: bool = False):
+                 temperature: float = 0.05, negatives: str = "position", reference: bool = False,
+                 shared_bias: bool = False):
         super().__init__()
         self.num_items, self.dim, self.reference = num_items, dim, reference
         self.loss, self.num_negatives, self.temperature = loss, num_negatives, temperature
@@ -101,7 +103,7 @@ class HSTU(Recommender):
         self.item_emb = nn.Embedding(num_items + 1, dim, padding_idx=0)
         self.pos_emb = nn.Embedding(max_len, dim)
         self.drop = nn.Dropout(dropout)
-        self.blocks = nn.ModuleList(HSTUBlock(dim, heads, dqk, dv, max_len, dropout, reference)
+        self.blocks = nn.ModuleList(HSTUBlock(dim, heads, dqk, dv, max_len, dropout, reference, shared_bias)
                                     for _ in range(layers))
         # items std 0.02 (truncated at 2 std); positions std sqrt(1 / D), so that after the sqrt(D) input scale an
         # item and its position start at the same size, or (reference) Xavier-normal as the research code ends up
@@ -118,7 +120,7 @@ class HSTU(Recommender):
     def from_config(cls, cfg, ctx: ModelContext) -> "HSTU":
         c = cfg.model.hstu
         return cls(ctx.num_items, cfg.data.max_history, c.dim, c.layers, c.heads, c.dqk, c.dv, c.dropout, c.loss,
-                   c.num_negatives, c.temperature, c.negatives, c.reference_details)
+                   c.num_negatives, c.temperature, c.negatives, c.reference_details, c.shared_bias)
 
     def encode(self, seq: torch.Tensor) -> torch.Tensor:
         """(B, T) left-padded item ids -> (B, T, D) L2-normalised states (position t sees items <= t)."""

@@ -37,7 +37,7 @@ from .checkpoint import Checkpointer, RunLock
 from .inputs import build_context, check_inputs, input_fingerprints, sids_fields
 from .naming import _flatten, run_name
 from .optim import build_optimizer
-from .records import command_line, device_description, git_commit, now_utc, write_record
+from .records import command_line, device_description, git_commit, now_utc, token_fields, write_record
 from .status import log_session
 from .stop import NonFiniteLoss, StopSignal, TrainingStopped
 
@@ -268,7 +268,9 @@ def setup(cfg: ExperimentConfig) -> Run:
                               "device": device_description(accelerator.device),
                               "processes": accelerator.num_processes, "precision": precision,
                               "steps_per_epoch": run.steps_per_epoch, "epochs": tc.epochs,
-                              "start_epoch": run.state["epoch"], "start_step": run.state["global_step"]})
+                              "start_epoch": run.state["epoch"], "start_step": run.state["global_step"],
+                              "start_step_seconds": round(run.state.get("step_seconds", 0.0), 1),
+                              "start_real_tokens": run.state.get("real_tokens", 0)})  # this session's own pace
     # One wandb project for all runs, each named by its config delta and seed; tensorboard writes under run_dir.
     accelerator.init_trackers("genrec", config=_flat(to_dict(cfg)),
                               init_kwargs={"wandb": {"name": name, "dir": run_dir}})
@@ -433,16 +435,8 @@ class _TokenMeter:
             accelerator.print(f"epoch {report_epoch}: {_token_summary(state)}")
 
 
-def _token_fields(state: dict) -> dict:
-    """The record's training-throughput fields (real tokens exclude padding; seconds are training steps only)."""
-    real, computed, secs = state.get("real_tokens", 0), state.get("computed_tokens", 0), state.get("step_seconds", 0)
-    return {"real_tokens": real or None, "computed_tokens": computed or None,
-            "padding_ratio": round(computed / real, 3) if real else None, "step_seconds": round(secs, 1),
-            "real_tokens_per_s": round(real / secs, 1) if real and secs else None}
-
-
 def _token_summary(state: dict) -> str:
-    f = _token_fields(state)
+    f = token_fields(state)
     return (f"{f['real_tokens']:,} real tokens so far, {f['real_tokens_per_s']} real tokens/s in training steps, "
             f"computed/real {f['padding_ratio']}")
 
@@ -515,7 +509,7 @@ def make_record(run: Run, results: dict) -> dict:
         "training_finished": state.get("finished_by_user_at_epoch") is None,
         "global_steps": state["global_step"],
         "train_seconds": round(state["train_seconds"], 1),
-        **_token_fields(state),  # real (unpadded) training tokens, computed/real, real tokens/s of the steps
+        **token_fields(state),  # real (unpadded) training tokens, computed/real, real tokens/s of the steps
         "wall_seconds": round(time.time() - run.t0, 1),
         "num_params": sum(p.numel() for p in net.parameters()),
         "trainable_params": sum(p.numel() for p in net.parameters() if p.requires_grad),

@@ -61,6 +61,15 @@ def command_line() -> str:
     return " ".join([prog, *sys.argv[1:]])
 
 
+def token_fields(state: dict) -> dict:
+    """A run's training-throughput fields from its state (real tokens exclude padding; seconds are training steps
+    only): the record's, and ``genrec status``'s."""
+    real, computed, secs = state.get("real_tokens", 0), state.get("computed_tokens", 0), state.get("step_seconds", 0)
+    return {"real_tokens": real or None, "computed_tokens": computed or None,
+            "padding_ratio": round(computed / real, 3) if real else None, "step_seconds": round(secs, 1),
+            "real_tokens_per_s": round(real / secs, 1) if real and secs else None}
+
+
 def now_utc() -> str:
     return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
 

@@ -30,7 +30,7 @@ def block_reference(blk: HSTUBlock, x: torch.Tensor, pad: torch.Tensor) -> torch
                 keys = [j for j in range(i + 1) if not pad[bi, j]]
                 acc = torch.zeros(blk.dv)
                 for j in keys:
-                    table = blk.rel_bias[0 if blk.reference else hh]  # the reference's heads share one table
+                    table = blk.rel_bias[0 if len(blk.rel_bias) == 1 else hh]  # one table shared, or one per head
                     rab = table[min(max(j - i, -(blk.max_len - 1)), blk.max_len - 1) + blk.max_len - 1]
                     acc = acc + F.silu(q[i, qs] @ k[j, qs] + rab) * v[j, ks]
                 heads.append(acc / (blk.max_len if blk.reference else max(len(keys), 1)))
@@ -39,12 +39,13 @@ def block_reference(blk: HSTUBlock, x: torch.Tensor, pad: torch.Tensor) -> torch
     return out
 
 
-@pytest.mark.parametrize("reference", [False, True])
-def test_hstu_block_equals_the_loop_reference(reference):
+@pytest.mark.parametrize("reference,shared_bias", [(False, False), (True, False), (True, True)])
+def test_hstu_block_equals_the_loop_reference(reference, shared_bias):
     torch.manual_seed(0)
-    blk = HSTUBlock(dim=8, heads=2, dqk=3, dv=4, max_len=5, dropout=0.0, reference=reference).eval()
+    blk = HSTUBlock(dim=8, heads=2, dqk=3, dv=4, max_len=5, dropout=0.0, reference=reference,
+                    shared_bias=shared_bias).eval()
     assert (blk.uvqk.bias is None) == reference and (blk.norm_in.weight is None) == reference
-    assert blk.rel_bias.shape == (1 if reference else 2, 9)
+    assert blk.rel_bias.shape == (1 if shared_bias else 2, 9)
     torch.nn.init.normal_(blk.rel_bias, std=0.5)
     x = torch.randn(2, 5, 8)
     pad = torch.tensor([[True, True, False, False, False], [False] * 5])

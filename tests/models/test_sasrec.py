@@ -25,7 +25,7 @@ def test_reference_details_compute_the_research_code_forward_on_right_padded_row
     torch.manual_seed(0)
     m = SASRec(num_items=30, max_len=7, hidden=8, heads=1, dropout=0.0, l2_norm=True, mask_padding=True,
                reference=True).eval()
-    assert not [n for n, _ in m.named_parameters() if ".ln" in n]  # no layer-norm scale or shift anywhere
+    assert not [n for n, _ in m.named_parameters() if "ln" in n]  # no layer-norm scale or shift, no final norm
     assert any(b.ff[0].bias.abs().sum() > 0 for b in m.blocks)  # feed-forward biases keep PyTorch's init
     lengths = [7, 4, 1, 5]
     items = torch.randint(1, 31, (len(lengths), 7))
@@ -44,3 +44,18 @@ def test_without_reference_details_the_final_norm_and_affine_norms_stay():
     m = SASRec(num_items=30, max_len=7, hidden=8, heads=1, dropout=0.0)
     assert isinstance(m.ln, torch.nn.LayerNorm) and m.blocks[0].ln1.weight is not None
     assert all(b.ff[0].bias.abs().sum() == 0 for b in m.blocks)  # zero biases, Xavier weights: the default init
+
+
+def test_reference_initialisation_draws_the_research_code_tables():
+    """Items truncated N(0, 0.02) and positions truncated N(0, 1/D), cut at two standard deviations (the padding row
+    included: the research code draws the whole table); every block matrix Xavier-normal."""
+    torch.manual_seed(0)
+    m = SASRec(num_items=4000, max_len=200, hidden=50, layers=2, heads=1, dropout=0.0, mask_padding=True,
+               reference=True)
+    cut = 0.8796  # the standard deviation of a normal truncated at two of its standard deviations
+    for table, std in ((m.item_emb.weight, 0.02), (m.pos_emb.weight, 50 ** -0.5)):
+        assert table.abs().max() <= 2 * std + 1e-7
+        assert abs(table.std().item() / (std * cut) - 1) < 0.03
+    w = m.blocks[0].attn.in_proj_weight  # (3D, D): Xavier std sqrt(2 / (fan_in + fan_out)), normal not uniform
+    std = (2 / (50 + 150)) ** 0.5
+    assert abs(w.std().item() / std - 1) < 0.05 and w.abs().max() > 3 ** 0.5 * std  # PyTorch's default: uniform

@@ -20,5 +20,8 @@ def test_two_process_cpu_run_trains_and_evaluates_every_user_once(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     record = json.load(open(tmp_path / "results" / "runs" / "tiny" / "ddp.json"))
     assert record["processes"] == 2
+    with open(tmp_path / "runs" / "ddp" / "sessions.jsonl") as f:  # written by the main process alone
+        (session,) = [json.loads(line) for line in f]
+    assert session["processes"] == 2 and session["start_step"] == 0
     assert record["users_evaluated"] == 600 and record["all_splits"]["valid"]["users"] == 600
     assert record["metrics"]["ndcg@10"] > 0.1  # it learned (random ranking gives ~0.02)

@@ -61,7 +61,8 @@ def test_status_follows_a_run_through_kills_in_training_and_in_its_final_evaluat
     monkeypatch.setattr(ev.PartialEval, "maybe_save", real_save)
     s = run_status(run_dir)
     assert s["status"] == "trained; test not finished (the same command resumes it)"
-    assert [(t["split"], t["batches_scored"], t["batches"]) for t in s["tests"]] == [("valid", 2, 6)]
+    assert [(t["split"], t["batches_scored"], t["batches"], t["by"]) for t in s["evaluations_in_progress"]] == [
+        ("valid", 2, 6, "the run's final test")]
     assert [e["start_step"] for e in s["sessions"]] == [0, step] and s["global_steps"] == 3 * spe
 
     record = loop.train(_cfg(tmp_path))
@@ -78,7 +79,78 @@ def test_status_follows_a_run_through_kills_in_training_and_in_its_final_evaluat
     assert saved["command"] == first["command"] and saved["git_commit"] == [first["git_commit"]]
     assert saved["written_by"] == f"genrec status {run_dir} --out {out}"  # the run's command stays its own
 
+    kill_at_validation(1)  # given a 4th epoch, killed at its validation: training again, after a mid-epoch checkpoint
+    with pytest.raises(KeyboardInterrupt):
+        loop.train(_cfg(tmp_path, "train.epochs=4"))
+    kill_at_validation.disarm()
+    s = run_status(run_dir)
+    with open(f"{run_dir}/checkpoint/trainer_state.json") as f:
+        step4 = json.load(f)["global_step"]
+    assert 3 * spe < step4 < 4 * spe and s["total_steps"] == 4 * spe  # counted from where the checkpoint stands
+    assert s["status"] == (f"stopped: epoch 4 of 4, step {step4:,} of {4 * spe:,} (result.json is of an earlier end, "
+                           f"step {3 * spe})")
+    assert s["session_seconds_per_step"] > 0 and s["seconds_per_step"] > 0
+
 
 def test_status_of_a_folder_that_is_no_run_names_the_missing_file(tmp_path, capsys):
     assert main(["status", str(tmp_path)]) == 2
     assert f"{tmp_path}/config.yaml not found" in capsys.readouterr().err
+
+
+def _folder(tmp_path, *overrides, state: dict, sessions: list[dict]):
+    """A run folder written by hand: a config, a checkpoint state and session lines (no weights: status reads none)."""
+    from genrec.config import save_config
+
+    run = tmp_path / "run"
+    save_config(load_config(["configs/tiny.yaml"], list(overrides)), str(run / "config.yaml"))
+    (run / "checkpoint").mkdir(parents=True)
+    (run / "checkpoint" / "trainer_state.json").write_text(json.dumps(
+        {"batch_in_epoch": 0, "best": -1.0, "best_epoch": -1, "history": [], "done": False, "step_seconds": 100.0,
+         "train_seconds": 120.0, "real_tokens": 1000, "computed_tokens": 1500, **state}))
+    base = {"date": "d", "command": "genrec train", "git_commit": "c", "device": "cpu", "processes": 1,
+            "start_epoch": 0, "start_step_seconds": 0.0, "start_real_tokens": 0}
+    (run / SESSIONS_FILE).write_text("".join(json.dumps({**base, **e}) + "\n" for e in sessions))
+    return str(run)
+
+
+def test_total_steps_honour_max_steps_and_a_change_of_steps_per_epoch_and_time_left_uses_the_newest_pace(tmp_path):
+    run = _folder(tmp_path, "train.epochs=3", "train.max_steps=10000", state={"epoch": 1, "global_step": 100},
+                  sessions=[{"steps_per_epoch": 100, "start_step": 0}])
+    assert run_status(run)["total_steps"] == 300  # three epochs come before 10,000 steps
+    run = _folder(tmp_path / "b", "train.epochs=3", "train.max_steps=150", state={"epoch": 1, "global_step": 100},
+                  sessions=[{"steps_per_epoch": 100, "start_step": 0}])
+    assert run_status(run)["total_steps"] == 150
+    # 2 processes for epoch 1 (100 steps of 1 s), then 1 process (200 steps per epoch) from step 100 at 0.25 s
+    run = _folder(tmp_path / "c", "train.epochs=3", state={"epoch": 1, "global_step": 140, "step_seconds": 110.0},
+                  sessions=[{"steps_per_epoch": 100, "start_step": 0},
+                            {"steps_per_epoch": 200, "start_step": 100, "start_step_seconds": 100.0}])
+    s = run_status(run)
+    assert s["total_steps"] == 140 + 2 * 200  # epochs 2 and 3 at the new count; no micro-batch of epoch 2 is done
+    assert s["session_seconds_per_step"] == 0.25 and s["train_hours_left"] == round(400 * 0.25 / 3600, 2)
+
+
+def test_a_torn_session_line_a_checkpoint_between_renames_and_a_lock_are_reported(tmp_path):
+    import platform
+    import subprocess
+
+    run = _folder(tmp_path, "train.epochs=3", state={"epoch": 1, "global_step": 100},
+                  sessions=[{"steps_per_epoch": 100, "start_step": 0}])
+    with open(f"{run}/{SESSIONS_FILE}", "a") as f:
+        f.write('{"date": "d", "comm')  # killed while appending
+    os.rename(f"{run}/checkpoint", f"{run}/checkpoint.tmp")  # killed after the new checkpoint, before the renames
+    s = run_status(run)
+    assert s["unreadable_session_lines"] == 1 and len(s["sessions"]) == 1 and s["global_steps"] == 100
+    assert s["status"] == "stopped: epoch 2 of 3, step 100 of 300"
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        with open(f"{run}/.lock", "w") as f:
+            f.write(f"{child.pid}@{platform.node()}")
+        s = run_status(run)
+        assert s["running_pid"] == child.pid and s["status"].startswith("training: epoch 2 of 3")
+    finally:
+        child.kill()
+        child.wait()
+    with open(f"{run}/.lock", "w") as f:
+        f.write("123@another-host")
+    s = run_status(run)
+    assert s["running_pid"] is None and s["locked_on_other_host"] == "123@another-host"
