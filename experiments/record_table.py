@@ -96,8 +96,8 @@ def write(table: dict, rows: list[dict], out_dir: str, command: str, t0: float) 
     if table.get("published"):
         lines += [f"Published rows: {table['published'].get('source', '')}.", ""]
     if any(f"{m}_se" in r for r in rows for m in metrics):
-        lines += ["± : the binomial standard error of recall over the test users (one seed; the spread over seeds "
-                  "is not in it).", ""]
+        lines += ["± : the standard error over the test users (recall: binomial; NDCG: per-user s.d. / √users, in "
+                  "records written since it was added); one seed, the spread over seeds is not in it.", ""]
     lines += ["Devices: " + "; ".join(devices), "", f"Command: `{command}`. Records: the `record` column of "
               f"`{name}.csv`."]
     with open(os.path.join(out_dir, f"{name}.md"), "w") as f:

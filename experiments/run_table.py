@@ -380,8 +380,8 @@ def to_markdown(table: Table, rows: list[dict]) -> str:
     legend = (f"Ours: mean ± standard error (sample s.d. / √n) over seeds [{seeds}]; n is the number of seeds with a "
               f"result. Published rows are the authors' own numbers, copied from the paper and labelled by source.")
     if any(r.get("user_se") for r in rows):
-        legend += (" With one seed, recall's ± is its binomial standard error over the test users (√(r(1-r)/users), "
-                   "from the record); NDCG has none.")
+        legend += (" With one seed, ± is the standard error over the test users from the record: recall's binomial "
+                   "√(r(1-r)/users), NDCG's per-user s.d. / √users (records written before it was added have none).")
     out += [legend, ""]
     out += ["| Row | Source | n | " + " | ".join(table.metrics) + " |", "|---" * (3 + len(table.metrics)) + "|"]
     for r in rows:

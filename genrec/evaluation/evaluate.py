@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from ..console import interactive
 
 from .metrics import (drop_seen_items, list_validity, mask_seen_scores, metrics_from_ranks, ranks_from_lists,
-                      ranks_from_scores)
+                      ranks_from_scores, standard_errors)
 
 
 def ranks_by(net) -> str:
@@ -51,7 +51,8 @@ def evaluate(model, loader, accelerator, ks: list[int], num_items: int, desc: st
             scored again.
     Returns:
         {"recall@5": ..., "ndcg@5": ..., ..., "users": n, "recall@5_se": binomial standard error of recall@5
-        (sqrt(p (1 - p) / n)), ..., "invalid_ids": n, "duplicate_ids": n}; with
+        (sqrt(p (1 - p) / n)), "ndcg@5_se": that of NDCG@5 (per-user s.d. / sqrt(n)), ..., "invalid_ids": n,
+        "duplicate_ids": n}; with
         ``exclude_history`` also "seen_targets": targets that were in their user's history (ranked as misses);
         after a resume also "resumed_batches" (batches scored by the interrupted process) and "eval_commits" (the
         code commits that scored the batches, oldest first).
@@ -170,10 +171,8 @@ def _evaluate(net, loader, accelerator, ks, num_items, desc, progress, exclude_h
         store.finish()
     all_ranks = torch.cat(ranks) if ranks else torch.empty(0, dtype=torch.long)
     out = metrics_from_ranks(all_ranks.cpu(), ks)
-    out["users"] = n = int(all_ranks.numel())
-    for kk in ks:  # binomial standard error of each recall: how far a subset's figure can sit from the full one
-        p = out[f"recall@{kk}"]
-        out[f"recall@{kk}_se"] = (p * (1 - p) / n) ** 0.5 if n else float("nan")
+    out["users"] = int(all_ranks.numel())
+    out.update(standard_errors(all_ranks.cpu(), ks))  # how far a subset's figure can sit from the full one
     if validity:
         counts = torch.cat(validity).sum(0).tolist()
         out["invalid_ids"], out["duplicate_ids"] = int(counts[0]), int(counts[1])

@@ -79,16 +79,36 @@ def list_validity(items: torch.Tensor, num_items: int) -> torch.Tensor:
     return torch.stack([invalid, dup], 1)
 
 
+def _per_user(ranks: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(hit, gain): each user's Recall@K and NDCG@K, as float64."""
+    ranks = ranks.double()
+    hit = ranks < k
+    return hit.double(), torch.where(hit, 1.0 / torch.log2(torch.where(hit, ranks, 0.0) + 2.0), 0.0)
+
+
 def metrics_from_ranks(ranks: torch.Tensor, ks: list[int]) -> dict[str, float]:
     """Recall@K and NDCG@K for every K in ``ks`` (see module docstring)."""
     if ranks.numel() == 0:
         raise ValueError("no users to evaluate")
-    ranks = ranks.double()
     out = {}
     for k in ks:
-        hit = ranks < k
-        gain = torch.where(hit, 1.0 / torch.log2(torch.where(hit, ranks, 0.0) + 2.0), 0.0)
-        out[f"recall@{k}"] = hit.double().mean().item()
+        hit, gain = _per_user(ranks, k)
+        out[f"recall@{k}"] = hit.mean().item()
         out[f"ndcg@{k}"] = gain.mean().item()
+    return out
+
+
+def standard_errors(ranks: torch.Tensor, ks: list[int]) -> dict[str, float]:
+    """The standard error over users of each metric: its per-user values' s.d. (over n) / sqrt(n), which for recall
+    is the binomial sqrt(r (1 - r) / n). How far a figure on these users can sit from the same model's figure on
+    other users of the same kind; the spread over seeds is not in it."""
+    n = ranks.numel()
+    if n == 0:
+        raise ValueError("no users to evaluate")
+    out = {}
+    for k in ks:
+        hit, gain = _per_user(ranks, k)
+        out[f"recall@{k}_se"] = hit.std(correction=0).item() / n ** 0.5
+        out[f"ndcg@{k}_se"] = gain.std(correction=0).item() / n ** 0.5
     return out
 

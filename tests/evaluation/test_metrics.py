@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from genrec.evaluation.metrics import (MISS, drop_seen_items, list_validity, mask_seen_scores, metrics_from_ranks,
-                                      ranks_from_lists, ranks_from_scores)
+                                      ranks_from_lists, ranks_from_scores, standard_errors)
 
 
 def test_metrics_hand_computed():
@@ -17,6 +17,17 @@ def test_metrics_hand_computed():
     assert m["ndcg@1"] == pytest.approx(1 / 5)
     assert m["ndcg@5"] == pytest.approx((1 + 1 / math.log2(4)) / 5)  # a hit at rank 3 gives 1/log2(4) = 0.5
     assert m["ndcg@10"] == pytest.approx((1 + 0.5 + 1 / math.log2(11)) / 5)
+
+
+def test_standard_errors_hand_computed():
+    """Recall's is binomial; NDCG's is the s.d. (over n) of the per-user gains over sqrt(n)."""
+    ranks = torch.tensor([0, 2, 9, 10, MISS])
+    se = standard_errors(ranks, [1, 10])
+    assert se["recall@10_se"] == pytest.approx(math.sqrt(0.6 * 0.4 / 5))
+    assert se["recall@1_se"] == pytest.approx(math.sqrt(0.2 * 0.8 / 5)) == se["ndcg@1_se"]  # one rank: gain = hit
+    gains = [1.0, 0.5, 1 / math.log2(11), 0.0, 0.0]
+    mean = sum(gains) / 5
+    assert se["ndcg@10_se"] == pytest.approx(math.sqrt(sum((g - mean) ** 2 for g in gains) / 5) / math.sqrt(5))
 
 
 def test_ranks_from_scores_ignores_padding_and_counts_ties_against_target():

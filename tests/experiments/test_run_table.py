@@ -183,13 +183,16 @@ def test_run_table_missing_accelerate_config_fails_up_front(table, tmp_path, cap
     assert not os.path.exists(tmp_path / "runs")
 
 
-def test_one_seed_rows_show_the_records_binomial_standard_error(table, tmp_path):
+@pytest.mark.parametrize("ndcg_se", [None, 0.0101])  # a record from before NDCG had one, and one with it
+def test_one_seed_rows_show_the_records_standard_errors(table, tmp_path, ndcg_se):
     t = run_table.load_table(table)
     jobs = run_table.plan(t, cells=["Small"], seeds=[0], results_dir=str(tmp_path / "res"))
-    values = {("Small", 0): {"recall@10": 0.1, "ndcg@10": 0.05, "recall@10_se": 0.0212}}
+    values = {("Small", 0): {"recall@10": 0.1, "ndcg@10": 0.05, "recall@10_se": 0.0212,
+                             **({"ndcg@10_se": ndcg_se} if ndcg_se else {})}}
     launch, _ = fake_launcher(jobs, values)
     run_table.execute(jobs, launch=launch, echo=lambda s: None)
     rows = run_table.summarize(t, jobs)
-    assert rows[0]["n"] == 1 and rows[0]["recall@10_se"] == 0.0212 and rows[0]["ndcg@10_se"] is None
+    assert rows[0]["n"] == 1 and rows[0]["recall@10_se"] == 0.0212 and rows[0]["ndcg@10_se"] == ndcg_se
     md = run_table.to_markdown(t, rows)
-    assert "| Small | ours | 1 | 0.1000 ± 0.0212 | 0.0500 |" in md and "binomial standard error" in md
+    ndcg = "0.0500" + (" ± 0.0101" if ndcg_se else "")
+    assert f"| Small | ours | 1 | 0.1000 ± 0.0212 | {ndcg} |" in md and "recall's binomial" in md
