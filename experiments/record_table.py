@@ -58,7 +58,7 @@ def load_rows(table: dict) -> list[dict]:
             rows.append({"row": label, "source": "ours", "protocol": protocol, "record": path,
                          **{m: rec["metrics"].get(m) for m in table["metrics"]},
                          **{f"{m}_se": rec["metrics"][f"{m}_se"] for m in table["metrics"]
-                            if f"{m}_se" in rec["metrics"]},  # recall's binomial s.e. over the test users
+                            if f"{m}_se" in rec["metrics"]},  # s.e. over the test users
                          "users": rec.get("users_evaluated"), "params": trained.get("num_params"),
                          "train_seconds": trained.get("train_seconds"), "device": trained.get("device", "")})
     pub = table.get("published", {})
