@@ -22,6 +22,7 @@ from .checkpoint import RunLock
 from .records import command_line, now_utc, token_fields, write_record
 
 SESSIONS_FILE = "sessions.jsonl"
+MIN_SESSION_STEPS = 20  # checkpointed steps of the newest session before its own pace is reported (a first step is slow)
 
 
 def log_session(run_dir: str, entry: dict) -> None:
@@ -112,7 +113,7 @@ def _pace(state: dict, sessions: list[dict]) -> dict:
     step, secs = state["global_step"], state.get("step_seconds", 0.0)
     out = {"seconds_per_step": round(secs / step, 2) if step and secs else None}
     last = sessions[-1] if sessions else None
-    if last and "start_step_seconds" in last and step > last["start_step"]:
+    if last and "start_step_seconds" in last and step - last["start_step"] >= MIN_SESSION_STEPS:
         d_secs = secs - last["start_step_seconds"]
         d_real = state.get("real_tokens", 0) - last.get("start_real_tokens", 0)
         out["session_seconds_per_step"] = round(d_secs / (step - last["start_step"]), 2)

@@ -89,7 +89,7 @@ def test_status_follows_a_run_through_kills_in_training_and_in_its_final_evaluat
     assert 3 * spe < step4 < 4 * spe and s["total_steps"] == 4 * spe  # counted from where the checkpoint stands
     assert s["status"] == (f"stopped: epoch 4 of 4, step {step4:,} of {4 * spe:,} (result.json is of an earlier end, "
                            f"step {3 * spe})")
-    assert s["session_seconds_per_step"] > 0 and s["seconds_per_step"] > 0
+    assert s["seconds_per_step"] > 0 and "session_seconds_per_step" not in s  # a few steps: the mean pace
 
 
 def test_status_of_a_folder_that_is_no_run_names_the_missing_file(tmp_path, capsys):
@@ -127,6 +127,11 @@ def test_total_steps_honour_max_steps_and_a_change_of_steps_per_epoch_and_time_l
     s = run_status(run)
     assert s["total_steps"] == 140 + 2 * 200  # epochs 2 and 3 at the new count; no micro-batch of epoch 2 is done
     assert s["session_seconds_per_step"] == 0.25 and s["train_hours_left"] == round(400 * 0.25 / 3600, 2)
+    run = _folder(tmp_path / "d", "train.epochs=3", state={"epoch": 1, "global_step": 110, "step_seconds": 104.0},
+                  sessions=[{"steps_per_epoch": 100, "start_step": 0},
+                            {"steps_per_epoch": 100, "start_step": 100, "start_step_seconds": 100.0}])
+    s = run_status(run)  # 10 steps into a session: too few for its own pace, the run's mean sets the time left
+    assert "session_seconds_per_step" not in s and s["train_hours_left"] == round(190 * 104 / 110 / 3600, 2)
 
 
 def test_a_torn_session_line_a_checkpoint_between_renames_and_a_lock_are_reported(tmp_path):
