@@ -41,6 +41,36 @@ def kill_at_validation(monkeypatch):
 
 
 @pytest.fixture
+def kill_in_evaluation(monkeypatch):
+    """``kill_in_evaluation(n)`` makes every evaluation with a partial file save after each batch and raise
+    KeyboardInterrupt after saving its n-th (a kill in the middle of a long test); it returns the list that each
+    evaluation's start appends its already-scored batch count to. ``kill_in_evaluation.disarm()`` stops the kills
+    (the saving after each batch stays)."""
+    import sys
+
+    ev = sys.modules["genrec.evaluation.evaluate"]  # the module (the package exports a function of that name)
+    real_save, real_init = ev.PartialEval.maybe_save, ev.PartialEval.__init__
+    seen: list[int] = []
+
+    def init(self, folder, key, accelerator, save_seconds):
+        real_init(self, folder, key, accelerator, 0.0)  # save after every batch
+        seen.append(int(self.done["batches"]))
+
+    def arm(n: int = 2) -> list[int]:
+        def save_then_die(self, batches, *a):
+            real_save(self, batches, *a)
+            if batches == n:
+                raise KeyboardInterrupt(f"simulated kill after evaluation batch {n}")
+
+        monkeypatch.setattr(ev.PartialEval, "__init__", init)
+        monkeypatch.setattr(ev.PartialEval, "maybe_save", save_then_die)
+        return seen
+
+    arm.disarm = lambda: monkeypatch.setattr(ev.PartialEval, "maybe_save", real_save)
+    return arm
+
+
+@pytest.fixture
 def sdpa_nan_on_empty_rows(monkeypatch):
     """PyTorch's SDPA as some CUDA backends compute it: NaN on a query row whose boolean mask sees no key (the CPU
     kernels return zeros there; pytorch/pytorch#103749, #110213). A CPU stand-in for a GPU failure: a left-padded

@@ -37,31 +37,15 @@ def test_kill_after_a_mid_epoch_checkpoint_resumes_to_the_uninterrupted_result(t
 
 
 @pytest.mark.slow
-def test_kill_during_the_test_evaluation_resumes_its_finished_batches(tmp_path, monkeypatch):
+def test_kill_during_the_test_evaluation_resumes_its_finished_batches(tmp_path, kill_in_evaluation):
     """The final test keeps its finished batches in the run folder; a run killed in the middle of it and started
     again trains nothing, scores only the batches left and writes the uninterrupted record's metrics."""
-    import sys
-
-    ev = sys.modules["genrec.evaluation.evaluate"]  # the module (the package exports a function of that name)
-
     o = ("train.epochs=2", "eval.batch_size=100")  # 600 test users: 6 batches
     reference = loop.train(_cfg(tmp_path / "a", *o))
-    real_save, real_init, seen = ev.PartialEval.maybe_save, ev.PartialEval.__init__, []
-
-    def init(self, folder, key, accelerator, save_seconds):
-        real_init(self, folder, key, accelerator, 0.0)  # save after every batch
-        seen.append(int(self.done["batches"]))
-
-    def save_then_die(self, batches, *a):
-        real_save(self, batches, *a)
-        if batches == 2:
-            raise KeyboardInterrupt("killed during the test")
-
-    monkeypatch.setattr(ev.PartialEval, "__init__", init)
-    monkeypatch.setattr(ev.PartialEval, "maybe_save", save_then_die)
+    seen = kill_in_evaluation(2)
     with pytest.raises(KeyboardInterrupt):
         loop.train(_cfg(tmp_path / "b", *o))
-    monkeypatch.setattr(ev.PartialEval, "maybe_save", real_save)
+    kill_in_evaluation.disarm()
     resumed = loop.train(_cfg(tmp_path / "b", *o))
     assert seen == [0, 2, 0]  # killed in the first split (valid); the restart resumes it at batch 2, then test
     valid = resumed["all_splits"]["valid"]

@@ -21,7 +21,8 @@ def _cfg(tmp_path, *o):
 
 @pytest.mark.slow
 def test_status_follows_a_run_through_kills_in_training_and_in_its_final_evaluation(tmp_path, kill_at_validation,
-                                                                                     monkeypatch, capsys):
+                                                                                     kill_in_evaluation, monkeypatch,
+                                                                                     capsys):
     run_dir = f"{tmp_path}/runs/r"
     kill_at_validation(2)  # killed at the end of epoch 2: the last checkpoint is one of checkpoint_steps in it
     with pytest.raises(KeyboardInterrupt):
@@ -43,22 +44,10 @@ def test_status_follows_a_run_through_kills_in_training_and_in_its_final_evaluat
     assert run_status(run_dir)["steps_per_epoch"] == spe  # from the finished epoch and the micro-batches since
     os.rename(f"{tmp_path}/kept", f"{run_dir}/{SESSIONS_FILE}")
 
-    ev = sys.modules["genrec.evaluation.evaluate"]
-    real_save, real_init = ev.PartialEval.maybe_save, ev.PartialEval.__init__
-
-    def init(self, folder, key, accelerator, save_seconds):
-        real_init(self, folder, key, accelerator, 0.0)  # save after every batch
-
-    def save_then_die(self, batches, *a):
-        real_save(self, batches, *a)
-        if batches == 2:
-            raise KeyboardInterrupt("killed in the final evaluation")
-
-    monkeypatch.setattr(ev.PartialEval, "__init__", init)
-    monkeypatch.setattr(ev.PartialEval, "maybe_save", save_then_die)
+    kill_in_evaluation(2)
     with pytest.raises(KeyboardInterrupt):
         loop.train(_cfg(tmp_path))  # resumes, trains to the end, dies in the first split of the final evaluation
-    monkeypatch.setattr(ev.PartialEval, "maybe_save", real_save)
+    kill_in_evaluation.disarm()
     s = run_status(run_dir)
     assert s["status"] == "trained; test not finished (the same command resumes it)"
     assert [(t["split"], t["batches_scored"], t["batches"], t["by"]) for t in s["evaluations_in_progress"]] == [
