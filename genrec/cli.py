@@ -65,7 +65,12 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the encoders and LLMs are local packages: never reach a hub
     args = _parser().parse_args(argv)
     try:
-        return _run(args)
+        code = _run(args)
+        sys.stdout.flush()  # a closed pipe (``genrec status ... | head``) shows here, not at interpreter exit
+        return code
+    except BrokenPipeError:  # the reader went away: stop quietly, as head-fed Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except USER_ERRORS as e:
         if args.debug:
             raise

@@ -53,3 +53,15 @@ def test_a_run_stopped_by_a_signal_exits_with_the_signal_code_and_says_how_to_re
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["genrec: SIGTERM received: checkpoint written at optimiser step 7 in runs/r; "
                    "the same command resumes the run"]
+
+
+def test_a_reader_that_goes_away_stops_the_command_quietly():
+    """``genrec config ... | head -1``: no BrokenPipeError traceback when the pipe's reader has gone."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "genrec", "config", "--config", "configs/tiny.yaml"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader is gone before anything is written
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 1 and "Traceback" not in err and "BrokenPipe" not in err, err
