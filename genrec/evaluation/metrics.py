@@ -111,4 +111,3 @@ def standard_errors(ranks: torch.Tensor, ks: list[int]) -> dict[str, float]:
         out[f"recall@{k}_se"] = hit.std(correction=0).item() / n ** 0.5
         out[f"ndcg@{k}_se"] = gain.std(correction=0).item() / n ** 0.5
     return out
-
