@@ -51,7 +51,7 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "model.parallel.num_user_tokens": NON_NEGATIVE, "model.parallel.window": NON_NEGATIVE,
     "model.parallel.temperature": POSITIVE, "model.parallel.score_chunk": POSITIVE,
     "model.parallel.mlp_ratio": POSITIVE,
-    "model.sasrec.temperature": POSITIVE,
+    "model.sasrec.temperature": POSITIVE, "model.sasrec.window": NON_NEGATIVE,
     "model.hstu.dim": POSITIVE, "model.hstu.layers": POSITIVE, "model.hstu.heads": POSITIVE,
     "model.hstu.dqk": POSITIVE, "model.hstu.dv": POSITIVE, "model.hstu.dropout": PROBABILITY,
     "model.hstu.num_negatives": POSITIVE, "model.hstu.temperature": POSITIVE,
@@ -67,6 +67,7 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
 CHOICES: dict[str, Callable[[], list[str]]] = {
     "model.kind": _registry("genrec.models", "MODELS"),
     "model.attention": _registry("genrec.attention", "ATTENTION"),
+    "model.sasrec.attention": lambda: ["mha", *_registry("genrec.attention", "ATTENTION")()],
     "tokenizer.kind": _registry("genrec.tokenizers", "TOKENIZERS"),
     "embedding.source": _registry("genrec.embeddings", "SOURCES"),
     "train.optimizer": _registry("genrec.training.optim", "OPTIMIZERS"),
@@ -118,6 +119,9 @@ def _cross_field(cfg) -> list[str]:
     if cfg.model.kind == "sasrec" and cfg.model.sasrec.reference_details and not cfg.model.sasrec.mask_padding:
         errors.append("model.sasrec.reference_details=true needs model.sasrec.mask_padding=true: HSTU's SASRec rows "
                       "are right-padded (padding never attended to, positions from the oldest item)")
+    if cfg.model.kind == "sasrec" and cfg.model.sasrec.window and cfg.model.sasrec.attention == "mha":
+        errors.append(f"model.sasrec.window={cfg.model.sasrec.window} needs a kernel: set model.sasrec.attention to "
+                      "sdpa (or flex, eager, hstu); 'mha' has no sliding window")
     if cfg.train.compile and cfg.model.kind == "decoder" and cfg.model.decoder.pack:
         errors.append("train.compile=true needs model.decoder.pack=false: packing builds rows of data-dependent "
                       "shape on the host every step")

@@ -122,6 +122,10 @@ class SASRecConfig:
     mask_padding: bool = False
     # HSTU's SASRec baseline's other details: layer norms without affine, no final layer norm, its initialisation
     reference_details: bool = False
+    # mha: torch.nn.MultiheadAttention (the original, attention-weight dropout); or a key of genrec.attention.ATTENTION
+    # (sdpa eager flex linear hstu ...) on the same projections, without attention dropout
+    attention: str = "mha"
+    window: int = 0  # > 0: each position sees its `window` most recent items (needs a kernel, not mha)
 
 
 @dataclass

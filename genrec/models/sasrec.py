@@ -15,6 +15,12 @@ right-padded rows of HSTU's SASRec baseline compute, and a user's states then no
 precedes the history. ``reference`` (``model.sasrec.reference_details``) takes that baseline's remaining details
 (research/modeling/sequential/sasrec.py): layer norms without scale or shift, no final layer norm before the L2
 norm, and its initialisation (``_init_reference``).
+
+``attention`` picks how a block attends: ``mha`` (default) is ``torch.nn.MultiheadAttention``, with dropout on the
+attention weights, as the original; any key of ``genrec.attention.ATTENTION`` (sdpa, eager, flex, linear, hstu, ...)
+runs that kernel on the same projections (the same parameters: a checkpoint loads either way), with ``window`` > 0
+limiting each position to its ``window`` most recent items. Kernels are pure functions without attention dropout,
+so ``sdpa`` equals ``mha`` in evaluation and differs from it in training only by that dropout.
 """
 from __future__ import annotations
 
@@ -22,25 +28,44 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..attention import get_attention
 from ..config import lookup
 from .base import ModelContext, Output, Recommender
 
 
 class SASRecBlock(nn.Module):
-    def __init__(self, hidden: int, heads: int, dropout: float, affine: bool = True):
+    def __init__(self, hidden: int, heads: int, dropout: float, affine: bool = True, attention: str = "mha",
+                 window: int = 0):
         super().__init__()
         self.ln1 = nn.LayerNorm(hidden, eps=1e-8, elementwise_affine=affine)
         self.attn = nn.MultiheadAttention(hidden, heads, dropout=dropout, batch_first=True)
+        self.kernel = None if attention == "mha" else get_attention(attention)
+        self.heads, self.window = heads, window
         self.ln2 = nn.LayerNorm(hidden, eps=1e-8, elementwise_affine=affine)
         self.ff = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, hidden),
                                 nn.Dropout(dropout))
 
-    def forward(self, x: torch.Tensor, causal: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, causal: torch.Tensor, pad: torch.Tensor,
+                key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``causal`` is MultiheadAttention's mask; a kernel reads ``key_padding_mask`` (True = padding, or None:
+        padding visible) and builds its causal (and window) mask itself."""
         q = self.ln1(x)  # pre-norm on the query, as in the reference implementation
-        x = q + self.attn(q, x, x, attn_mask=causal, need_weights=False)[0]
+        if self.kernel is None:
+            x = q + self.attn(q, x, x, attn_mask=causal, need_weights=False)[0]
+        else:
+            x = q + self._kernel_attention(q, x, key_padding_mask)
         x = self.ln2(x)
         x = x + self.ff(x)
         return x.masked_fill(pad[..., None], 0.0)
+
+    def _kernel_attention(self, q_in: torch.Tensor, kv_in: torch.Tensor, key_padding_mask) -> torch.Tensor:
+        """MultiheadAttention's projections around a ``genrec.attention`` kernel: (B, T, D) -> (B, T, D)."""
+        b, t, d = q_in.shape
+        w, bias = self.attn.in_proj_weight.chunk(3), self.attn.in_proj_bias.chunk(3)
+        q, k, v = (F.linear(x, w_i, b_i).view(b, t, self.heads, d // self.heads).transpose(1, 2)
+                   for x, w_i, b_i in zip((q_in, kv_in, kv_in), w, bias))  # 3 x (B, H, T, Dh)
+        out = self.kernel(q, k, v, causal=True, window=self.window, key_padding_mask=key_padding_mask)
+        return self.attn.out_proj(out.transpose(1, 2).reshape(b, t, d))
 
 
 def ce_loss(model: "SASRec", h: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -79,7 +104,7 @@ class SASRec(Recommender):
     def __init__(self, num_items: int, max_len: int, hidden: int = 64, layers: int = 2, heads: int = 1,
                  dropout: float = 0.5, loss: str = "ce", num_negatives: int = 1, temperature: float = 1.0,
                  negatives: str = "position", l2_norm: bool = False, mask_padding: bool = False,
-                 reference: bool = False):
+                 reference: bool = False, attention: str = "mha", window: int = 0):
         super().__init__()
         self.num_items, self.num_negatives, self.temperature = num_items, num_negatives, temperature
         self.negatives, self.l2_norm, self.mask_padding, self.heads = negatives, l2_norm, mask_padding, heads
@@ -87,7 +112,11 @@ class SASRec(Recommender):
         self.item_emb = nn.Embedding(num_items + 1, hidden, padding_idx=0)
         self.pos_emb = nn.Embedding(max_len, hidden)
         self.drop = nn.Dropout(dropout)
-        self.blocks = nn.ModuleList(SASRecBlock(hidden, heads, dropout, affine=not reference) for _ in range(layers))
+        if window and attention == "mha":
+            raise ValueError(f"model.sasrec.window={window} needs a kernel (model.sasrec.attention=sdpa, flex, ...); "
+                             "'mha' has no sliding window")
+        self.blocks = nn.ModuleList(SASRecBlock(hidden, heads, dropout, not reference, attention, window)
+                                    for _ in range(layers))
         self.ln = nn.Identity() if reference else nn.LayerNorm(hidden, eps=1e-8)
         self.hidden = hidden
         if reference:
@@ -116,7 +145,8 @@ class SASRec(Recommender):
     def from_config(cfg_cls, cfg, ctx: ModelContext) -> "SASRec":
         c = cfg.model.sasrec
         return cfg_cls(ctx.num_items, cfg.data.max_history, c.hidden, c.layers, c.heads, c.dropout, c.loss,
-                       c.num_negatives, c.temperature, c.negatives, c.l2_norm, c.mask_padding, c.reference_details)
+                       c.num_negatives, c.temperature, c.negatives, c.l2_norm, c.mask_padding, c.reference_details,
+                   c.attention, c.window)
 
     def encode(self, seq: torch.Tensor) -> torch.Tensor:
         """(B, T) left-padded item ids -> (B, T, D) hidden states (position t sees items <= t)."""
@@ -132,8 +162,9 @@ class SASRec(Recommender):
             pos = torch.arange(T, device=seq.device)  # T - 1 = the newest item
         x = self.item_emb(seq) * self.hidden ** 0.5 + self.pos_emb(pos)
         x = self.drop(x).masked_fill(pad[..., None], 0.0)
+        key_padding_mask = pad if self.mask_padding else None
         for block in self.blocks:
-            x = block(x, causal, pad)
+            x = block(x, causal, pad, key_padding_mask)
         x = self.ln(x)
         return F.normalize(x, dim=-1, eps=1e-6) if self.l2_norm else x
 

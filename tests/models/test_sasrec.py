@@ -59,3 +59,65 @@ def test_reference_initialisation_draws_the_research_code_tables():
     w = m.blocks[0].attn.in_proj_weight  # (3D, D): Xavier std sqrt(2 / (fan_in + fan_out)), normal not uniform
     std = (2 / (50 + 150)) ** 0.5
     assert abs(w.std().item() / std - 1) < 0.05 and w.abs().max() > 3 ** 0.5 * std  # PyTorch's default: uniform
+
+
+def _left_padded(lengths, T, n_items=30, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    seq = torch.zeros(len(lengths), T, dtype=torch.long)
+    for i, n in enumerate(lengths):
+        seq[i, T - n:] = torch.randint(1, n_items + 1, (n,), generator=g)
+    return seq
+
+
+def test_kernel_attention_equals_multihead_attention_on_the_same_weights():
+    """model.sasrec.attention=sdpa / eager run the kernel on MultiheadAttention's own projections: the same states in
+    evaluation, with and without masked padding, and the same state dict (a checkpoint loads either way)."""
+    seq = _left_padded([7, 4, 1, 5], 7)
+    for mask_padding in (False, True):
+        torch.manual_seed(0)
+        mha = SASRec(num_items=30, max_len=7, hidden=8, heads=2, dropout=0.0, mask_padding=mask_padding).eval()
+        for kernel in ("sdpa", "eager"):
+            other = SASRec(num_items=30, max_len=7, hidden=8, heads=2, dropout=0.0, mask_padding=mask_padding,
+                           attention=kernel).eval()
+            other.load_state_dict(mha.state_dict())
+            with torch.no_grad():
+                assert torch.allclose(other.encode(seq), mha.encode(seq), atol=1e-5), (kernel, mask_padding)
+
+
+def test_sliding_window_limits_each_position_to_its_recent_items():
+    """With masked padding and window w, a position's state depends on its w most recent items only (one layer):
+    changing an older item leaves it unchanged, changing one inside the window does not; a window as long as the
+    sequence equals no window."""
+    torch.manual_seed(0)
+    m = SASRec(num_items=30, max_len=8, hidden=8, layers=1, heads=1, dropout=0.0, mask_padding=True,
+               attention="sdpa", window=3).eval()
+    seq = _left_padded([8], 8)
+    older, inside = seq.clone(), seq.clone()
+    older[0, 4] = seq[0, 4] % 30 + 1  # 3 positions before the last one (7): outside its window {5, 6, 7}
+    inside[0, 5] = seq[0, 5] % 30 + 1
+    with torch.no_grad():
+        h, h_old, h_in = m.encode(seq)[0, -1], m.encode(older)[0, -1], m.encode(inside)[0, -1]
+        assert torch.allclose(h, h_old, atol=1e-6) and not torch.allclose(h, h_in, atol=1e-4)
+        full = SASRec(num_items=30, max_len=8, hidden=8, layers=1, heads=1, dropout=0.0, mask_padding=True,
+                      attention="sdpa", window=8).eval()
+        full.load_state_dict(m.state_dict())
+        dense = SASRec(num_items=30, max_len=8, hidden=8, layers=1, heads=1, dropout=0.0, mask_padding=True,
+                       attention="sdpa").eval()
+        dense.load_state_dict(m.state_dict())
+        assert torch.allclose(full.encode(seq), dense.encode(seq), atol=1e-6)
+
+
+def test_linear_and_hstu_kernels_train_and_mha_refuses_a_window():
+    import pytest
+
+    seq = _left_padded([6, 3], 6)
+    labels = torch.roll(seq, -1, dims=1).masked_fill(seq == 0, 0)
+    for kernel in ("linear", "hstu"):
+        torch.manual_seed(0)
+        m = SASRec(num_items=30, max_len=6, hidden=8, heads=2, dropout=0.1, mask_padding=True, attention=kernel)
+        m({"input": seq, "labels": labels}).loss.backward()
+        grads = [p.grad for p in m.blocks.parameters() if p.grad is not None]
+        assert grads and all(torch.isfinite(g).all() for g in grads)
+        assert m.blocks[0].attn.in_proj_weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="model.sasrec.window=3 needs a kernel"):
+        SASRec(num_items=30, max_len=6, window=3)
