@@ -22,12 +22,13 @@ from genrec.config import ConfigError, ExperimentConfig, load_config
     ("eval.ks=[0,10]", "eval.ks=[0, 10] must be a non-empty list of positive cut-offs"),
     ("model.sasrec.reference_details=true", "model.sasrec.reference_details=true needs model.sasrec.mask_padding"),
     ("model.sasrec.attention=flesh", "model.sasrec.attention='flesh' is not one of"),
-    ("model.sasrec.window=50", "model.sasrec.window=50 needs a kernel: set model.sasrec.attention to sdpa"),
+    ("model.sasrec.window=50", "model.sasrec.window=50 needs a kernel with a window: set model.sasrec.attention to sdpa"),
+    ("model.sasrec.window=50 model.sasrec.attention=linear", "'linear' has none"),
     ("model.sasrec.window=-1", "model.sasrec.window=-1 must be >= 0"),
 ])
 def test_bad_values_fail_at_load_naming_key_value_and_expectation(override, expected):
     with pytest.raises(ConfigError) as e:
-        load_config([], [override])
+        load_config([], override.split())  # one or more overrides
     assert expected in str(e.value)
 
 

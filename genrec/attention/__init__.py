@@ -64,9 +64,9 @@ ATTENTION: dict[str, AttentionFn] = {
 }
 
 
-def get_attention(name: str) -> AttentionFn:
-    """The kernel registered as ``name``; a miss raises ValueError listing ``sorted(ATTENTION)``."""
-    return lookup(ATTENTION, name, field="model.attention")
+def get_attention(name: str, field: str = "model.attention") -> AttentionFn:
+    """The kernel registered as ``name``; a miss raises ValueError naming ``field`` and listing ``sorted(ATTENTION)``."""
+    return lookup(ATTENTION, name, field=field)
 
 
 __all__ = ["ATTENTION", "AttentionFn", "get_attention"]

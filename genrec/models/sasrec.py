@@ -39,7 +39,7 @@ class SASRecBlock(nn.Module):
         super().__init__()
         self.ln1 = nn.LayerNorm(hidden, eps=1e-8, elementwise_affine=affine)
         self.attn = nn.MultiheadAttention(hidden, heads, dropout=dropout, batch_first=True)
-        self.kernel = None if attention == "mha" else get_attention(attention)
+        self.kernel = None if attention == "mha" else get_attention(attention, field="model.sasrec.attention")
         self.heads, self.window = heads, window
         self.ln2 = nn.LayerNorm(hidden, eps=1e-8, elementwise_affine=affine)
         self.ff = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, hidden),
@@ -112,9 +112,9 @@ class SASRec(Recommender):
         self.item_emb = nn.Embedding(num_items + 1, hidden, padding_idx=0)
         self.pos_emb = nn.Embedding(max_len, hidden)
         self.drop = nn.Dropout(dropout)
-        if window and attention == "mha":
-            raise ValueError(f"model.sasrec.window={window} needs a kernel (model.sasrec.attention=sdpa, flex, ...); "
-                             "'mha' has no sliding window")
+        if window and attention in ("mha", "linear"):
+            raise ValueError(f"model.sasrec.window={window} needs a kernel with a window (model.sasrec.attention="
+                             f"sdpa, flex, eager, hstu); {attention!r} has none")
         self.blocks = nn.ModuleList(SASRecBlock(hidden, heads, dropout, not reference, attention, window)
                                     for _ in range(layers))
         self.ln = nn.Identity() if reference else nn.LayerNorm(hidden, eps=1e-8)
@@ -146,7 +146,7 @@ class SASRec(Recommender):
         c = cfg.model.sasrec
         return cfg_cls(ctx.num_items, cfg.data.max_history, c.hidden, c.layers, c.heads, c.dropout, c.loss,
                        c.num_negatives, c.temperature, c.negatives, c.l2_norm, c.mask_padding, c.reference_details,
-                   c.attention, c.window)
+                       c.attention, c.window)
 
     def encode(self, seq: torch.Tensor) -> torch.Tensor:
         """(B, T) left-padded item ids -> (B, T, D) hidden states (position t sees items <= t)."""

@@ -3,6 +3,7 @@ research code computes (research/modeling/sequential/sasrec.py) on right-padded 
 import torch
 import torch.nn.functional as F
 
+from genrec.attention import ATTENTION
 from genrec.models.sasrec import SASRec
 
 
@@ -80,6 +81,7 @@ def test_kernel_attention_equals_multihead_attention_on_the_same_weights():
             other = SASRec(num_items=30, max_len=7, hidden=8, heads=2, dropout=0.0, mask_padding=mask_padding,
                            attention=kernel).eval()
             other.load_state_dict(mha.state_dict())
+            assert all(b.kernel is ATTENTION[kernel] for b in other.blocks)  # the kernel path, not mha again
             with torch.no_grad():
                 assert torch.allclose(other.encode(seq), mha.encode(seq), atol=1e-5), (kernel, mask_padding)
 
@@ -112,12 +114,27 @@ def test_linear_and_hstu_kernels_train_and_mha_refuses_a_window():
 
     seq = _left_padded([6, 3], 6)
     labels = torch.roll(seq, -1, dims=1).masked_fill(seq == 0, 0)
+    torch.manual_seed(0)
+    mha = SASRec(num_items=30, max_len=6, hidden=8, heads=2, dropout=0.0, mask_padding=True).eval()
     for kernel in ("linear", "hstu"):
-        torch.manual_seed(0)
         m = SASRec(num_items=30, max_len=6, hidden=8, heads=2, dropout=0.1, mask_padding=True, attention=kernel)
-        m({"input": seq, "labels": labels}).loss.backward()
+        m.load_state_dict(mha.state_dict())
+        with torch.no_grad():  # other mathematics than softmax: other states from the same weights
+            assert not torch.allclose(m.eval().encode(seq), mha.encode(seq), atol=1e-3)
+        m.train()({"input": seq, "labels": labels}).loss.backward()
         grads = [p.grad for p in m.blocks.parameters() if p.grad is not None]
         assert grads and all(torch.isfinite(g).all() for g in grads)
         assert m.blocks[0].attn.in_proj_weight.grad.abs().sum() > 0
-    with pytest.raises(ValueError, match="model.sasrec.window=3 needs a kernel"):
-        SASRec(num_items=30, max_len=6, window=3)
+    for attention in ("mha", "linear"):
+        with pytest.raises(ValueError, match="model.sasrec.window=3 needs a kernel with a window"):
+            SASRec(num_items=30, max_len=6, attention=attention, window=3)
+
+
+def test_config_reaches_the_blocks():
+    from genrec.config import load_config
+    from genrec.models.base import ModelContext
+
+    cfg = load_config(["configs/sasrec/ml-1m.yaml"], ["model.sasrec.attention=hstu", "model.sasrec.window=50",
+                                                       "model.sasrec.mask_padding=true"])
+    m = SASRec.from_config(cfg, ModelContext(num_items=40, num_users=5))
+    assert all(b.kernel is ATTENTION["hstu"] and b.window == 50 for b in m.blocks)
