@@ -155,9 +155,10 @@ class SASRec(Recommender):
         causal = torch.ones(T, T, dtype=torch.bool, device=seq.device).triu(1)  # True = masked
         if self.mask_padding:
             pos = ((~pad).long().cumsum(-1) - 1).clamp(min=0)  # 0 = the oldest item
-            eye = torch.eye(T, dtype=torch.bool, device=seq.device)
-            causal = causal | (pad[:, None, :] & ~eye)  # a padded row keeps its own key: no empty softmax
-            causal = causal.repeat_interleave(self.heads, dim=0)  # (B * heads, T, T), as MultiheadAttention takes
+            if self.blocks[0].kernel is None:  # MultiheadAttention's mask; a kernel builds its own
+                eye = torch.eye(T, dtype=torch.bool, device=seq.device)
+                causal = causal | (pad[:, None, :] & ~eye)  # a padded row keeps its own key: no empty softmax
+                causal = causal.repeat_interleave(self.heads, dim=0)  # (B * heads, T, T), as MHA takes it
         else:
             pos = torch.arange(T, device=seq.device)  # T - 1 = the newest item
         x = self.item_emb(seq) * self.hidden ** 0.5 + self.pos_emb(pos)
