@@ -88,9 +88,10 @@ def _run(args) -> int:
         from .training.status import format_status, run_status, write_progress
 
         status = run_status(args.run_dir)
-        print(format_status(status))
-        if args.out:
-            print(f"progress: {write_progress(args.out, status)}")
+        out = write_progress(args.out, status) if args.out else ""  # first: a reader that goes away (| head) loses
+        print(format_status(status))                                # the printout, not the file
+        if out:
+            print(f"progress: {out}")
         return 0
     if args.command == "eval":
         from .training.loop import evaluate_run

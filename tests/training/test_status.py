@@ -148,3 +148,20 @@ def test_a_torn_session_line_a_checkpoint_between_renames_and_a_lock_are_reporte
         f.write("123@another-host")
     s = run_status(run)
     assert s["running_pid"] is None and s["locked_on_other_host"] == "123@another-host"
+
+
+def test_out_is_written_even_when_the_reader_of_the_printout_goes_away(tmp_path):
+    """``genrec status run --out f | head -3``: the progress file is written before the printout, which a closed
+    pipe cuts short."""
+    import subprocess
+    import sys
+
+    run = _folder(tmp_path, "train.epochs=3", state={"epoch": 1, "global_step": 100},
+                  sessions=[{"steps_per_epoch": 100, "start_step": 0}])
+    out = tmp_path / "progress.json"
+    proc = subprocess.Popen([sys.executable, "-m", "genrec", "status", run, "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader is gone before anything is printed
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 1 and "Traceback" not in err, err
+    assert json.loads(out.read_text())["run_folder"] == run
