@@ -119,9 +119,13 @@ def _cross_field(cfg) -> list[str]:
     if cfg.model.kind == "sasrec" and cfg.model.sasrec.reference_details and not cfg.model.sasrec.mask_padding:
         errors.append("model.sasrec.reference_details=true needs model.sasrec.mask_padding=true: HSTU's SASRec rows "
                       "are right-padded (padding never attended to, positions from the oldest item)")
-    if cfg.model.kind == "sasrec" and cfg.model.sasrec.window and cfg.model.sasrec.attention in ("mha", "linear"):
-        errors.append(f"model.sasrec.window={cfg.model.sasrec.window} needs a kernel with a window: set "
-                      f"model.sasrec.attention to sdpa (or flex, eager, hstu); {cfg.model.sasrec.attention!r} has none")
+    if cfg.model.kind == "sasrec" and cfg.model.sasrec.window:
+        from .models.sasrec import WINDOWLESS
+
+        if cfg.model.sasrec.attention in WINDOWLESS:
+            errors.append(f"model.sasrec.window={cfg.model.sasrec.window} needs a kernel with a window: set "
+                          "model.sasrec.attention to sdpa (or flex, eager, hstu); "
+                          f"{cfg.model.sasrec.attention!r} has none")
     if cfg.train.compile and cfg.model.kind == "decoder" and cfg.model.decoder.pack:
         errors.append("train.compile=true needs model.decoder.pack=false: packing builds rows of data-dependent "
                       "shape on the host every step")

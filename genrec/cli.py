@@ -88,8 +88,9 @@ def _run(args) -> int:
         from .training.status import format_status, run_status, write_progress
 
         status = run_status(args.run_dir)
-        out = write_progress(args.out, status) if args.out else ""  # first: a reader that goes away (| head) loses
-        print(format_status(status))                                # the printout, not the file
+        # the file first: a reader that goes away (``| head``) cuts the printout short, not the file
+        out = write_progress(args.out, status) if args.out else ""
+        print(format_status(status))
         if out:
             print(f"progress: {out}")
         return 0

@@ -96,6 +96,7 @@ def sampled_loss(model: "SASRec", h: torch.Tensor, labels: torch.Tensor) -> torc
 
 
 LOSSES = {"ce": ce_loss, "bce": bce_loss, "sampled": sampled_loss}
+WINDOWLESS = ("mha", "linear")  # model.sasrec.attention values that cannot take model.sasrec.window
 
 
 class SASRec(Recommender):
@@ -112,7 +113,7 @@ class SASRec(Recommender):
         self.item_emb = nn.Embedding(num_items + 1, hidden, padding_idx=0)
         self.pos_emb = nn.Embedding(max_len, hidden)
         self.drop = nn.Dropout(dropout)
-        if window and attention in ("mha", "linear"):
+        if window and attention in WINDOWLESS:
             raise ValueError(f"model.sasrec.window={window} needs a kernel with a window (model.sasrec.attention="
                              f"sdpa, flex, eager, hstu); {attention!r} has none")
         self.blocks = nn.ModuleList(SASRecBlock(hidden, heads, dropout, not reference, attention, window)
