@@ -466,7 +466,8 @@ def _save_tested_weights(run: Run) -> None:
     """``best_model.pt``: the weights ``test`` and ``genrec eval`` load (every rank takes part: FSDP gathers)."""
     weights = run.accelerator.get_state_dict(run.model)  # gathered on the main process under FSDP
     if run.accelerator.is_main_process:
-        for stale in glob.glob(os.path.join(run.run_dir, PARTIAL_GLOB)):  # evaluations of the weights replaced
+        # evaluations of the weights replaced (escaped: a run name may hold brackets, e.g. eval.splits=[test])
+        for stale in glob.glob(os.path.join(glob.escape(run.run_dir), PARTIAL_GLOB)):
             os.remove(stale)
         tmp = f"{run.best_path}.tmp"  # atomic: a kill mid-write never leaves torn best weights
         torch.save(trainable_state(run.accelerator.unwrap_model(run.model), weights), tmp)

@@ -32,6 +32,23 @@ def config_delta(resolved: dict) -> dict:
     return {k: v for k, v in flat.items() if not k.startswith(_NAME_IGNORED) and defaults.get(k, object()) != v}
 
 
+_OVERRIDES_SHOWN = 120  # characters of overrides a name spells out; the hash covers every value
+
+
+def overrides_part(overrides: list[str]) -> str:
+    """The overrides a name spells out: whole ones while they fit in ``_OVERRIDES_SHOWN`` characters, then ``+N``.
+
+    A cut never falls inside an override, so a name never shows a value it does not have (``window=5`` for
+    ``window=50``); ``+N`` counts the overrides left out, which the hash and the record's config still hold.
+    """
+    shown = [o.replace("/", "-") for o in overrides]
+    kept = 0
+    while kept < len(shown) and len("_".join(shown[:kept + 1])) <= _OVERRIDES_SHOWN:
+        kept += 1
+    left_out = f"+{len(shown) - kept}" if kept < len(shown) else ""
+    return "_".join(shown[:kept] + ([left_out] if left_out else []))
+
+
 def run_name(cfg: ExperimentConfig) -> str:
     """``<config stems>[__<overrides>]__s<seed>-<hash>``: readable, equal on all ranks, and unique per config.
 
@@ -46,9 +63,9 @@ def run_name(cfg: ExperimentConfig) -> str:
     digest = hashlib.sha1(json.dumps(delta, sort_keys=True).encode()).hexdigest()[:6]
     parts = ["_".join(stems) or f"{cfg.model.kind}-{cfg.data.name}"]
     if overrides:
-        parts.append("_".join(o.replace("/", "-") for o in overrides)[:80])
+        parts.append(overrides_part(overrides))
     parts.append(f"s{cfg.seed}-{digest}")
     return "__".join(parts)
 
 
-__all__ = ["config_delta", "run_name"]
+__all__ = ["config_delta", "overrides_part", "run_name"]

@@ -83,7 +83,7 @@ def _partial_evaluations(run_dir: str) -> list[dict]:
     import torch
 
     out = []
-    for path in sorted(glob.glob(os.path.join(run_dir, PARTIAL_GLOB))):
+    for path in sorted(glob.glob(os.path.join(glob.escape(run_dir), PARTIAL_GLOB))):
         try:
             saved = torch.load(path, map_location="cpu", weights_only=True)
             key = saved["key"]

@@ -50,3 +50,18 @@ def test_a_new_schema_field_with_a_default_keeps_existing_names(monkeypatch):
     assert "some_new_option" in to_dict(cfg)["eval"]
     assert run_name(cfg) == before
     assert "eval.some_new_option" not in config_delta(to_dict(cfg))
+
+
+def test_long_overrides_are_cut_between_overrides_never_inside_a_value():
+    overrides = ["model.sasrec.mask_padding=true", "model.sasrec.attention=sdpa", "model.sasrec.window=50"]
+    assert _name(*overrides).split("__")[1] == "_".join(overrides)  # 81 characters: all spelled out
+    many = [*overrides[:2]] + [f"train.lr=0.00{i}" for i in range(1, 6)] + [overrides[2]]  # 156 characters
+    part = _name(*many).split("__")[1]
+    assert part == "_".join(many[:6]) + "_+2", part  # 6 whole overrides are 118 characters, 7 would be 133
+    assert _name(*many) != _name(*many[:-1], "model.sasrec.window=5")  # the hash keeps what the name leaves out
+
+
+def test_one_override_longer_than_the_limit_is_counted_not_cut():
+    long_path = "data.path=" + "d/" * 70 + "x.csv"
+    part = run_name(load_config(["configs/sasrec/beauty.yaml"], [long_path])).split("__")[1]
+    assert part == "+1"

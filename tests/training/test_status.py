@@ -15,7 +15,7 @@ from genrec.training.status import SESSIONS_FILE, run_status
 
 def _cfg(tmp_path, *o):
     return load_config(["configs/tiny.yaml"], [
-        f"output_dir={tmp_path}/runs", f"results_dir={tmp_path}/results", "train.progress=false", "name=r",
+        f"output_dir={tmp_path}/runs", f"results_dir={tmp_path}/results", "train.progress=false", "name=r[1]",
         "train.epochs=3", "train.grad_accum=2", "train.checkpoint_steps=3", "eval.batch_size=100", *o])
 
 
@@ -23,7 +23,7 @@ def _cfg(tmp_path, *o):
 def test_status_follows_a_run_through_kills_in_training_and_in_its_final_evaluation(tmp_path, kill_at_validation,
                                                                                      kill_in_evaluation, monkeypatch,
                                                                                      capsys):
-    run_dir = f"{tmp_path}/runs/r"
+    run_dir = f"{tmp_path}/runs/r[1]"  # brackets, as an override like eval.splits=[test] puts in a name
     kill_at_validation(2)  # killed at the end of epoch 2: the last checkpoint is one of checkpoint_steps in it
     with pytest.raises(KeyboardInterrupt):
         loop.train(_cfg(tmp_path))
