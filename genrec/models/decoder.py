@@ -80,12 +80,60 @@ class Attention(nn.Module):
         q, k, v = self.qkv(x).view(b, t, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # 3 x (B, H, T, Dh)
         if self.rope:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        if isinstance(cache, HistoryBeamCache):  # beam search over a shared history (decoding, Tq = 1)
+            out = cache.attend(q, k, v)
+            return self.drop(self.proj(out.transpose(1, 2).reshape(b, t, d)))
         if cache is not None:
             if "k" in cache:
                 k, v = torch.cat([cache["k"], k], dim=2), torch.cat([cache["v"], v], dim=2)
             cache["k"], cache["v"] = k, v
         out = self.kernel(q, k, v, causal=True, window=self.window, key_padding_mask=key_padding_mask, doc_ids=doc_ids)
         return self.drop(self.proj(out.transpose(1, 2).reshape(b, t, d)))
+
+
+SOFTMAX_KERNELS = ("eager", "sdpa", "flash", "flex")  # one mathematics (softmax attention), one decoding path
+
+
+class HistoryBeamCache:
+    """One layer's KV cache for beam search: the history once per user, the generated tokens once per beam.
+
+    Beam rows are batch-major (row r belongs to user r // W). The history's keys and values stay at B rows
+    (B, H, T, Dh) and never move; only the at most L generated tokens are kept per beam row (B * W, H, s, Dh) and
+    reordered by ``parent``. A beam's query attends to its user's history and to its own tokens in one softmax,
+    exactly what the gathered cache computes, without W copies of the history (and their reorder at every level):
+    50 beams over 801-token histories (configs/gr/ml-1m.yaml) use a small fraction of the memory and time
+    (benchmarks/bench_beam_cache.py). Softmax kernels without a window only (``SOFTMAX_KERNELS``); the others
+    decode through the gathered cache.
+    """
+
+    def __init__(self, k: torch.Tensor, v: torch.Tensor, pad: torch.Tensor | None):
+        self.k, self.v, self.pad = k, v, pad  # (B, H, T, Dh) x 2, (B, T) True = padding or None
+        self.k_new: torch.Tensor | None = None
+        self.v_new: torch.Tensor | None = None
+
+    def reorder(self, parent: torch.Tensor) -> None:
+        """Keep the generated tokens of each new beam's parent row (the history needs no reorder)."""
+        if self.k_new is not None:
+            self.k_new, self.v_new = self.k_new.index_select(0, parent), self.v_new.index_select(0, parent)
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """q, k, v (R, H, 1, Dh) of each beam's new token; appends k, v; returns (R, H, 1, Dh)."""
+        self.k_new = k if self.k_new is None else torch.cat([self.k_new, k], dim=2)
+        self.v_new = v if self.v_new is None else torch.cat([self.v_new, v], dim=2)
+        (b, h, t, dh), r = self.k.shape, q.shape[0]
+        w, s = r // b, self.k_new.shape[2]
+        scale = 1.0 / math.sqrt(dh)
+        qb = q.reshape(b, w, h, dh).transpose(1, 2)  # (B, H, W, Dh): a user's beams query its history together
+        old = torch.matmul(qb, self.k.transpose(-2, -1)) * scale  # (B, H, W, T)
+        if self.pad is not None:  # a finite fill, as the eager kernel; a beam always sees its own token
+            old = old.masked_fill(self.pad[:, None, None, :], torch.finfo(old.dtype).min)
+        k_new = self.k_new.reshape(b, w, h, s, dh).transpose(1, 2)  # (B, H, W, s, Dh)
+        v_new = self.v_new.reshape(b, w, h, s, dh).transpose(1, 2)
+        new = torch.matmul(qb.unsqueeze(-2), k_new.transpose(-2, -1)).squeeze(-2) * scale  # (B, H, W, s)
+        probs = torch.cat([old, new.to(old.dtype)], dim=-1).softmax(dim=-1)
+        out = torch.matmul(probs[..., :t].to(v.dtype), self.v)  # (B, H, W, Dh)
+        out = out + torch.matmul(probs[..., t:].to(v.dtype).unsqueeze(-2), v_new).squeeze(-2)
+        return out.transpose(1, 2).reshape(r, h, 1, dh)
 
 
 class MLP(nn.Module):
@@ -154,7 +202,7 @@ class DecoderRecommender(SidModel):
         if dcfg.pack and attention == "linear":
             raise ValueError("model.attention='linear' cannot separate packed sequences (no doc_ids): "
                              "set model.decoder.pack=false")
-        self.dcfg, self.loss_on = dcfg, dcfg.loss_on
+        self.dcfg, self.loss_on, self.attention = dcfg, dcfg.loss_on, attention
         self.num_user_tokens, self.beam_size = int(dcfg.num_user_tokens), int(beam_size)
         self.max_positions = 2 + (max_history + 1) * self.num_levels
 
@@ -325,34 +373,48 @@ class DecoderRecommender(SidModel):
         return logits.gather(-1, codes[..., None]).squeeze(-1)
 
     # ---------------------------------------------------------------------------------------- generation
-    def make_step_fn(self, batch: dict[str, torch.Tensor]):
+    def make_step_fn(self, batch: dict[str, torch.Tensor], share_history: bool | None = None):
         """A ``step_fn(level, prefix, parent) -> (R, K_level)`` for ``constrained_beam_search`` on this batch.
 
-        The history runs once, through the cache, with B rows. Decoding rows are (batch, beam) batch-major, so
-        at level 1 the cache of user r // W is gathered for row r (``parent // W``); later levels gather by
-        ``parent``. Each step feeds the code chosen at the previous level as one new token at the row's next
-        position; its query sees the whole cache (bottom-right causal alignment).
+        The history runs once, through the cache, with B rows. Decoding rows are (batch, beam) batch-major. Each
+        step feeds the code chosen at the previous level as one new token at the row's next position; its query
+        sees the whole cache (bottom-right causal alignment).
+
+        ``share_history`` (default: True for ``SOFTMAX_KERNELS`` without a window): the history's cache stays at
+        one row per user and only the generated tokens are kept per beam (``HistoryBeamCache``). Otherwise at
+        level 1 the cache of user r // W is gathered for row r (``parent // W``) and later levels gather by
+        ``parent``: W copies of the history, the general path every kernel runs.
         """
+        if share_history is None:
+            share_history = self.attention in SOFTMAX_KERNELS and not self.dcfg.window
         seq = self.tokens(batch, with_target=False)
         b = seq.shape[0]
         pad = seq == PAD
         caches = [{} for _ in self.blocks]
         h = self.hidden(seq, caches)[:, -1]  # (B, D)
         first = self.level_log_probs(h, 0)  # (B, K_0)
-        state = {"caches": caches, "pad": pad, "pos": (~pad).sum(1) - 1, "rows": b}
+        if share_history:
+            caches = [HistoryBeamCache(c["k"], c["v"], pad if pad.any() else None) for c in caches]
+        state = {"caches": caches, "pad": pad, "pos": (~pad).sum(1) - 1}
 
         def step_fn(level: int, prefix: torch.Tensor, parent: torch.Tensor) -> torch.Tensor:
             r = parent.shape[0]
             w = r // b
             if level == 0:
                 return first.repeat_interleave(w, dim=0)
-            idx = parent // w if state["rows"] == b else parent  # level 1: from users' rows to beams' rows
-            for c in state["caches"]:
-                c["k"], c["v"] = c["k"].index_select(0, idx), c["v"].index_select(0, idx)
-            state["pad"], state["pos"], state["rows"] = state["pad"][idx], state["pos"][idx] + 1, r
+            idx = parent // w if level == 1 else parent  # level 1: from users' rows to beams' rows
+            state["pos"] = state["pos"][idx] + 1
             tok = prefix[:, -1:] + self.offsets_list[level - 1]  # (R, 1)
-            state["pad"] = torch.cat([state["pad"], torch.zeros_like(tok, dtype=torch.bool)], dim=1)
-            kpm = state["pad"] if state["pad"].any() else None
+            if share_history:
+                if level > 1:
+                    for c in state["caches"]:
+                        c.reorder(parent)
+                kpm = None  # the history's padding is the cache's own mask
+            else:
+                for c in state["caches"]:
+                    c["k"], c["v"] = c["k"].index_select(0, idx), c["v"].index_select(0, idx)
+                state["pad"] = torch.cat([state["pad"][idx], torch.zeros_like(tok, dtype=torch.bool)], dim=1)
+                kpm = state["pad"] if state["pad"].any() else None
             hid = self._run(tok, state["pos"][:, None], kpm, state["caches"])[:, -1]
             return self.level_log_probs(hid, level)
 

@@ -105,6 +105,44 @@ def test_recommend_returns_valid_distinct_items_ranked_like_exhaustive_search():
     torch.testing.assert_close(scores, ref.gather(1, items - 1), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_a_shared_history_cache_decodes_as_the_gathered_one(attention, monkeypatch):
+    """Beams that share their user's history cache get the scores and items of beams with a copy each."""
+    from genrec.generation import constrained_beam_search, exhaustive_scores
+    from genrec.models import decoder
+
+    m = make_model(attention)
+    batch = make_batch()  # rows of three history lengths: the shared cache must mask each user's own padding
+    calls = []
+    monkeypatch.setattr(decoder.HistoryBeamCache, "attend",
+                        lambda self, *a, _f=decoder.HistoryBeamCache.attend: calls.append(1) or _f(self, *a))
+    with torch.no_grad():
+        shared = exhaustive_scores(m.make_step_fn(batch), m.sid_codes[1:], batch_size=3)
+        assert len(calls) == 2 * 2  # levels 1 and 2, two layers: the default path is the shared one
+        gathered = exhaustive_scores(m.make_step_fn(batch, share_history=False), m.sid_codes[1:], batch_size=3)
+        assert len(calls) == 4
+        torch.testing.assert_close(shared, gathered, rtol=1e-5, atol=1e-5)
+        for beams in (4, 15):  # pruned and exact searches: the beams' own tokens are reordered by parent
+            shared, gathered = (constrained_beam_search(m.make_step_fn(batch, share_history=share), m.trie(),
+                                                        batch_size=3, beam_size=beams, device="cpu", num_return=4)
+                                for share in (True, False))
+            assert torch.equal(shared.items, gathered.items)
+            torch.testing.assert_close(shared.scores, gathered.scores, rtol=1e-5, atol=1e-5)
+
+
+def test_the_shared_history_cache_under_bf16_autocast_matches_the_gathered_one():
+    """Evaluation runs under the training precision: the shared path's softmax sees bf16 scores as eager does."""
+    from genrec.generation import exhaustive_scores
+
+    m = make_model("sdpa")
+    batch = make_batch()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        shared = exhaustive_scores(m.make_step_fn(batch), m.sid_codes[1:], batch_size=3)
+        gathered = exhaustive_scores(m.make_step_fn(batch, share_history=False), m.sid_codes[1:], batch_size=3)
+    assert shared.dtype == gathered.dtype == torch.float32 and torch.isfinite(shared).all()
+    torch.testing.assert_close(shared, gathered, rtol=0, atol=0.05)  # bf16 rounding of the scores, summed
+
+
 def test_recommend_with_few_beams_gives_valid_items():
     m = make_model()
     items, scores = m.recommend(make_batch(), k=3)
