@@ -202,7 +202,7 @@ class DecoderRecommender(SidModel):
         if dcfg.pack and attention == "linear":
             raise ValueError("model.attention='linear' cannot separate packed sequences (no doc_ids): "
                              "set model.decoder.pack=false")
-        self.dcfg, self.loss_on, self.attention = dcfg, dcfg.loss_on, attention
+        self.dcfg, self.loss_on = dcfg, dcfg.loss_on
         self.num_user_tokens, self.beam_size = int(dcfg.num_user_tokens), int(beam_size)
         self.max_positions = 2 + (max_history + 1) * self.num_levels
 
@@ -373,6 +373,12 @@ class DecoderRecommender(SidModel):
         return logits.gather(-1, codes[..., None]).squeeze(-1)
 
     # ---------------------------------------------------------------------------------------- generation
+    def shares_history(self) -> bool:
+        """Whether beam search can share each user's history cache: every block runs a softmax kernel without a
+        window (read from the blocks, so a kernel swapped after construction decides too)."""
+        softmax = [get_attention(name) for name in SOFTMAX_KERNELS]
+        return all(any(blk.attn.kernel is fn for fn in softmax) and not blk.attn.window for blk in self.blocks)
+
     def make_step_fn(self, batch: dict[str, torch.Tensor], share_history: bool | None = None):
         """A ``step_fn(level, prefix, parent) -> (R, K_level)`` for ``constrained_beam_search`` on this batch.
 
@@ -380,13 +386,13 @@ class DecoderRecommender(SidModel):
         step feeds the code chosen at the previous level as one new token at the row's next position; its query
         sees the whole cache (bottom-right causal alignment).
 
-        ``share_history`` (default: True for ``SOFTMAX_KERNELS`` without a window): the history's cache stays at
+        ``share_history`` (default: ``shares_history()``, softmax kernels without a window): the history's cache stays at
         one row per user and only the generated tokens are kept per beam (``HistoryBeamCache``). Otherwise at
         level 1 the cache of user r // W is gathered for row r (``parent // W``) and later levels gather by
         ``parent``: W copies of the history, the general path every kernel runs.
         """
         if share_history is None:
-            share_history = self.attention in SOFTMAX_KERNELS and not self.dcfg.window
+            share_history = self.shares_history()
         seq = self.tokens(batch, with_target=False)
         b = seq.shape[0]
         pad = seq == PAD

@@ -87,5 +87,8 @@ def test_decoder_trains_and_decodes_with_flash_under_bf16_autocast(fake_flash):
         loss = m(batch).loss
         loss.backward()
         m.eval()
-        items, _ = m.recommend(batch, k=5)  # the cached one-token decode steps over left-padded rows
+        items, _ = m.recommend(batch, k=5)  # beams share each user's history cache (softmax without flash)
+        step_fn = m.make_step_fn(batch, share_history=False)  # flash's own cached one-token steps, padded rows
+        logp = [step_fn(level, torch.zeros(10, level, dtype=torch.long), torch.arange(10)) for level in range(3)]
     assert torch.isfinite(loss) and ((items >= 1) & (items <= 15)).all()
+    assert all(torch.isfinite(x).all() for x in logp) and [x.shape for x in logp] == [(10, 4), (10, 3), (10, 2)]

@@ -130,6 +130,16 @@ def test_a_shared_history_cache_decodes_as_the_gathered_one(attention, monkeypat
             torch.testing.assert_close(shared.scores, gathered.scores, rtol=1e-5, atol=1e-5)
 
 
+def test_the_path_follows_the_blocks_kernels():
+    from genrec.attention import get_attention
+
+    assert make_model("sdpa").shares_history() and make_model("flex").shares_history()
+    assert not make_model("hstu").shares_history() and not make_model("sdpa", window=5).shares_history()
+    m = make_model("sdpa")
+    m.blocks[1].attn.kernel = get_attention("hstu")  # swapped after construction: decode as that kernel computes
+    assert not m.shares_history()
+
+
 def test_the_shared_history_cache_under_bf16_autocast_matches_the_gathered_one():
     """Evaluation runs under the training precision: the shared path's softmax sees bf16 scores as eager does."""
     from genrec.generation import exhaustive_scores
