@@ -386,10 +386,10 @@ class DecoderRecommender(SidModel):
         step feeds the code chosen at the previous level as one new token at the row's next position; its query
         sees the whole cache (bottom-right causal alignment).
 
-        ``share_history`` (default: ``shares_history()``, softmax kernels without a window): the history's cache stays at
-        one row per user and only the generated tokens are kept per beam (``HistoryBeamCache``). Otherwise at
-        level 1 the cache of user r // W is gathered for row r (``parent // W``) and later levels gather by
-        ``parent``: W copies of the history, the general path every kernel runs.
+        ``share_history`` (default: ``shares_history()``, softmax kernels without a window): the history's cache
+        stays at one row per user and only the generated tokens are kept per beam (``HistoryBeamCache``).
+        Otherwise at level 1 the cache of user r // W is gathered for row r (``parent // W``) and later levels
+        gather by ``parent``: W copies of the history, the general path every kernel runs.
         """
         if share_history is None:
             share_history = self.shares_history()
