@@ -24,7 +24,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -35,6 +34,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from timing import memory_mark, memory_peak  # noqa: E402
 SIZES = [256, 256, 256, 3]
 HISTORY, BEAMS, NUM_ITEMS = 200, 50, 3706
 
@@ -64,12 +64,7 @@ def child(args) -> dict:
              "user": torch.arange(args.batch, device=device)}
     share = args.variant == "shared"
     model.make_step_fn = lambda b, _f=model.make_step_fn: _f(b, share_history=share)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-    else:
-        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    base = memory_mark(device)
     walls = []
     for _ in range(args.repeats):
         t0 = time.perf_counter()
@@ -77,8 +72,7 @@ def child(args) -> dict:
         if device.type == "cuda":
             torch.cuda.synchronize()
         walls.append(time.perf_counter() - t0)
-    peak = (torch.cuda.max_memory_allocated() if device.type == "cuda"
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024) - base
+    peak = memory_peak(device) - base
     torch.save(items.cpu(), args.items_out)
     wall = sorted(walls)[len(walls) // 2]
     copies = 1 if share else BEAMS

@@ -30,7 +30,6 @@ import datetime as dt
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -50,6 +49,7 @@ from genrec.generation.hf_logits import (  # noqa: E402
     generate_constrained,
 )
 from genrec.generation.hf_steps import encoder_decoder_step_fn  # noqa: E402
+from timing import memory_mark, memory_peak  # noqa: E402
 
 VARIANTS = ("ours", "prefix_fn", "processor")
 DEFAULT_CONFIGS = "1x10,16x10,64x10,64x20,128x20,64x50,256x20,256x50"
@@ -223,12 +223,7 @@ def child(args) -> list[dict]:
     # warm-up on one user (first-call allocations, lazy inits), then the memory baseline
     for v in variants:
         decode_once(v, model, enc_ids[:1], ctx, w, {"step_fn": 0.0, "constraint": 0.0})
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        base_mem = torch.cuda.memory_allocated()
-    else:
-        base_mem = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    base_mem = memory_mark(device)
     fwd = ForwardTimer(model, device)
     runs = {v: [] for v in variants}
     items = {}
@@ -250,10 +245,7 @@ def child(args) -> list[dict]:
             else:
                 run["constraint_s"] = timers["constraint"] + ctx["prefix_fn_time"]
             runs[v].append(run)
-    if device.type == "cuda":
-        peak = torch.cuda.max_memory_allocated() - base_mem
-    else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base_mem
+    peak = memory_peak(device) - base_mem
     if args.items_out:
         torch.save({v: t.cpu() for v, t in items.items()}, args.items_out)
     out = []

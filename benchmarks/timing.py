@@ -1,6 +1,7 @@
-"""The timed unit every training benchmark shares: one optimiser step of a model on a batch."""
+"""What the benchmarks share: the timed unit of training (one optimiser step) and peak-memory marks."""
 from __future__ import annotations
 
+import resource
 import time
 
 import torch
@@ -21,3 +22,20 @@ def train_step_seconds(model, opt, batch: dict, device: torch.device, bf16: bool
     if device.type == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - t0, loss.item()
+
+
+def memory_mark(device: torch.device) -> int:
+    """Bytes that ``memory_peak`` is measured from: on CUDA the memory allocated now (the peak counter is reset),
+    on CPU the process's peak resident set so far (``ru_maxrss``, a high-water mark: later use shows only above it)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        return torch.cuda.memory_allocated()
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def memory_peak(device: torch.device) -> int:
+    """Peak bytes since the last ``memory_mark`` on CUDA, since the process started on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated()
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
