@@ -142,7 +142,8 @@ def causal_lm_step_fn(
             state["mask"] = attention_mask.repeat_interleave(w, dim=0)
             state["pos"] = pos[:, -1:].repeat_interleave(w, dim=0)
             return _level_logp(out.logits[:, -1], token_ids[0], renormalize).repeat_interleave(w, dim=0)
-        cache.reorder_cache(parent)
+        if level > 1:  # at level 1 a user's beams hold the same prompt cache and parent stays in the user's rows
+            cache.reorder_cache(parent)
         # mask and positions are equal across a user's beams, so they need no reordering
         state["mask"] = torch.cat([state["mask"], state["mask"].new_ones(len(parent), 1)], dim=1)
         state["pos"] = state["pos"] + 1
