@@ -31,6 +31,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..attention import get_attention
+from ..attention.linear import EPS as LINEAR_EPS
+from ..attention.linear import feature_map as linear_features
 from ..config import lookup
 from ..data.sequences import NextItemDataset, UserSequenceDataset
 from .base import ModelContext, Output
@@ -92,6 +94,13 @@ class Attention(nn.Module):
 
 
 SOFTMAX_KERNELS = ("eager", "sdpa", "flash", "flex")  # one mathematics (softmax attention), one decoding path
+# How a new token's weights over the keys it may see are formed, per kernel family (see HistoryBeamCache.attend).
+BEAM_CACHE_KINDS = {**{name: "softmax" for name in SOFTMAX_KERNELS}, "hstu": "hstu", "linear": "linear"}
+
+
+def beam_cache_kind(kernel) -> str | None:
+    """The ``BEAM_CACHE_KINDS`` family of a kernel function, or None for a kernel registered elsewhere."""
+    return next((kind for name, kind in BEAM_CACHE_KINDS.items() if get_attention(name) is kernel), None)
 
 
 class HistoryBeamCache:
@@ -99,15 +108,27 @@ class HistoryBeamCache:
 
     Beam rows are batch-major (row r belongs to user r // W). The history's keys and values stay at B rows
     (B, H, T, Dh) and never move; only the at most L generated tokens are kept per beam row (B * W, H, s, Dh) and
-    reordered by ``parent``. A beam's query attends to its user's history and to its own tokens in one softmax,
-    exactly what the gathered cache computes, without W copies of the history (and their reorder at every level):
-    50 beams over 801-token histories (configs/gr/ml-1m.yaml) use a small fraction of the memory and time
-    (benchmarks/bench_beam_cache.py). Softmax kernels without a window only (``SOFTMAX_KERNELS``); the others
-    decode through the gathered cache.
+    reordered by ``parent``. A beam's query scores its user's history and its own tokens and combines them as its
+    kernel does, exactly what the gathered cache computes, without W copies of the history (and their reorder at
+    every level): 250 beams over 801-token histories (configs/gr/ml-1m.yaml under HSTU's protocol) would hold
+    3 GB per key tensor as copies (benchmarks/bench_beam_cache.py). ``kind`` is the kernel's family:
+
+      softmax  softmax(q k / sqrt(Dh)) over the visible keys (eager, sdpa, flash, flex)
+      hstu     SiLU(q k / sqrt(Dh)) / n, n = the number of visible keys (``genrec.attention.hstu``)
+      linear   phi(q) phi(k) / (sum of those + eps), phi = elu + 1 (``genrec.attention.linear``)
+
+    ``window`` > 0 keeps the ``window`` most recent keys (the query's own token included), as the kernels do.
     """
 
-    def __init__(self, k: torch.Tensor, v: torch.Tensor, pad: torch.Tensor | None):
-        self.k, self.v, self.pad = k, v, pad  # (B, H, T, Dh) x 2, (B, T) True = padding or None
+    def __init__(self, k: torch.Tensor, v: torch.Tensor, pad: torch.Tensor | None, kind: str = "softmax",
+                 window: int = 0):
+        if kind not in ("softmax", "hstu", "linear"):
+            raise ValueError(f"HistoryBeamCache kind={kind!r}: expected 'softmax', 'hstu' or 'linear'")
+        if kind == "linear" and window:
+            raise ValueError(f"linear attention has no sliding window (got window={window})")
+        self.kind, self.window = kind, window
+        self.k = linear_features(k) if kind == "linear" else k  # phi(k) once: it is all linear attention reads
+        self.v, self.pad = v, pad  # (B, H, T, Dh), (B, T) True = padding or None
         self.k_new: torch.Tensor | None = None
         self.v_new: torch.Tensor | None = None
 
@@ -116,23 +137,43 @@ class HistoryBeamCache:
         if self.k_new is not None:
             self.k_new, self.v_new = self.k_new.index_select(0, parent), self.v_new.index_select(0, parent)
 
+    def _visible(self, t: int, s: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B or 1, 1, 1, T) history keys and (s,) own keys the newest token may see (padding, window)."""
+        old = torch.ones(1, t, dtype=torch.bool, device=device) if self.pad is None else ~self.pad
+        new = torch.ones(s, dtype=torch.bool, device=device)
+        if self.window:  # the query is key t + s - 1 of the full row; key j is seen when t + s - 1 - j < window
+            old = old & (torch.arange(t, device=device) > t + s - 1 - self.window)
+            new = new & (torch.arange(s, device=device) > s - 1 - self.window)
+        return old[:, None, None, :], new
+
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """q, k, v (R, H, 1, Dh) of each beam's new token; appends k, v; returns (R, H, 1, Dh)."""
+        if self.kind == "linear":
+            q, k = linear_features(q), linear_features(k)
         self.k_new = k if self.k_new is None else torch.cat([self.k_new, k], dim=2)
         self.v_new = v if self.v_new is None else torch.cat([self.v_new, v], dim=2)
         (b, h, t, dh), r = self.k.shape, q.shape[0]
         w, s = r // b, self.k_new.shape[2]
-        scale = 1.0 / math.sqrt(dh)
+        scale = 1.0 if self.kind == "linear" else 1.0 / math.sqrt(dh)
         qb = q.reshape(b, w, h, dh).transpose(1, 2)  # (B, H, W, Dh): a user's beams query its history together
         old = torch.matmul(qb, self.k.transpose(-2, -1)) * scale  # (B, H, W, T)
-        if self.pad is not None:  # a finite fill, as the eager kernel; a beam always sees its own token
-            old = old.masked_fill(self.pad[:, None, None, :], torch.finfo(old.dtype).min)
         k_new = self.k_new.reshape(b, w, h, s, dh).transpose(1, 2)  # (B, H, W, s, Dh)
         v_new = self.v_new.reshape(b, w, h, s, dh).transpose(1, 2)
-        new = torch.matmul(qb.unsqueeze(-2), k_new.transpose(-2, -1)).squeeze(-2) * scale  # (B, H, W, s)
-        probs = torch.cat([old, new.to(old.dtype)], dim=-1).softmax(dim=-1)
-        out = torch.matmul(probs[..., :t].to(v.dtype), self.v)  # (B, H, W, Dh)
-        out = out + torch.matmul(probs[..., t:].to(v.dtype).unsqueeze(-2), v_new).squeeze(-2)
+        new = (torch.matmul(qb.unsqueeze(-2), k_new.transpose(-2, -1)).squeeze(-2) * scale).to(old.dtype)  # (B,H,W,s)
+        see_old, see_new = self._visible(t, s, old.device)
+        if self.kind == "softmax":  # a finite fill, as the eager kernel; a beam always sees its own token
+            fill = torch.finfo(old.dtype).min
+            a = torch.cat([old.masked_fill(~see_old, fill), new.masked_fill(~see_new, fill)], dim=-1).softmax(dim=-1)
+        elif self.kind == "hstu":
+            a = torch.cat([F.silu(old) * see_old, F.silu(new) * see_new], dim=-1)
+        else:
+            a = torch.cat([old * see_old, new * see_new], dim=-1)
+        out = torch.matmul(a[..., :t].to(v.dtype), self.v)  # (B, H, W, Dh)
+        out = out + torch.matmul(a[..., t:].to(v.dtype).unsqueeze(-2), v_new).squeeze(-2)
+        if self.kind == "hstu":  # divided by the number of keys seen, as genrec.attention.hstu
+            out = out / (see_old.sum(-1, keepdim=True) + see_new.sum()).clamp(min=1).to(out.dtype)
+        elif self.kind == "linear":  # normalised by the summed weights, as genrec.attention.linear
+            out = out / (a.sum(-1, keepdim=True) + LINEAR_EPS).to(out.dtype)
         return out.transpose(1, 2).reshape(r, h, 1, dh)
 
 
@@ -374,10 +415,10 @@ class DecoderRecommender(SidModel):
 
     # ---------------------------------------------------------------------------------------- generation
     def shares_history(self) -> bool:
-        """Whether beam search can share each user's history cache: every block runs a softmax kernel without a
-        window (read from the blocks, so a kernel swapped after construction decides too)."""
-        softmax = [get_attention(name) for name in SOFTMAX_KERNELS]
-        return all(any(blk.attn.kernel is fn for fn in softmax) and not blk.attn.window for blk in self.blocks)
+        """Whether beam search can share each user's history cache: every block runs a kernel of a family
+        ``HistoryBeamCache`` computes (softmax, hstu, linear; read from the blocks, so a kernel swapped after
+        construction decides too). A kernel registered elsewhere decodes through the gathered cache."""
+        return all(beam_cache_kind(blk.attn.kernel) is not None for blk in self.blocks)
 
     def make_step_fn(self, batch: dict[str, torch.Tensor], share_history: bool | None = None):
         """A ``step_fn(level, prefix, parent) -> (R, K_level)`` for ``constrained_beam_search`` on this batch.
@@ -386,10 +427,10 @@ class DecoderRecommender(SidModel):
         step feeds the code chosen at the previous level as one new token at the row's next position; its query
         sees the whole cache (bottom-right causal alignment).
 
-        ``share_history`` (default: ``shares_history()``, softmax kernels without a window): the history's cache
-        stays at one row per user and only the generated tokens are kept per beam (``HistoryBeamCache``).
-        Otherwise at level 1 the cache of user r // W is gathered for row r (``parent // W``) and later levels
-        gather by ``parent``: W copies of the history, the general path every kernel runs.
+        ``share_history`` (default: ``shares_history()``, every built-in kernel): the history's cache stays at one
+        row per user and only the generated tokens are kept per beam (``HistoryBeamCache``). Otherwise at level 1
+        the cache of user r // W is gathered for row r (``parent // W``) and later levels gather by ``parent``:
+        W copies of the history, the general path any kernel runs and the oracle of the shared one.
         """
         if share_history is None:
             share_history = self.shares_history()
@@ -400,7 +441,8 @@ class DecoderRecommender(SidModel):
         h = self.hidden(seq, caches)[:, -1]  # (B, D)
         first = self.level_log_probs(h, 0)  # (B, K_0)
         if share_history:
-            caches = [HistoryBeamCache(c["k"], c["v"], pad if pad.any() else None) for c in caches]
+            caches = [HistoryBeamCache(c["k"], c["v"], pad if pad.any() else None, beam_cache_kind(blk.attn.kernel),
+                                       blk.attn.window) for c, blk in zip(caches, self.blocks)]
         state = {"caches": caches, "pad": pad, "pos": (~pad).sum(1) - 1}
 
         def step_fn(level: int, prefix: torch.Tensor, parent: torch.Tensor) -> torch.Tensor:

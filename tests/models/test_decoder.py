@@ -105,13 +105,18 @@ def test_recommend_returns_valid_distinct_items_ranked_like_exhaustive_search():
     torch.testing.assert_close(scores, ref.gather(1, items - 1), rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("attention", ["sdpa", "eager"])
-def test_a_shared_history_cache_decodes_as_the_gathered_one(attention, monkeypatch):
+SHARED_CASES = [("sdpa", {}), ("eager", {}), ("sdpa", dict(window=5)), ("hstu", {}), ("hstu", dict(window=4)),
+                ("linear", dict(pack=False)), pytest.param("flex", dict(window=5), marks=pytest.mark.slow)]
+SHARED_IDS = ["sdpa", "eager", "sdpa-window", "hstu", "hstu-window", "linear", "flex-window"]
+
+
+@pytest.mark.parametrize("attention,kw", SHARED_CASES, ids=SHARED_IDS)
+def test_a_shared_history_cache_decodes_as_the_gathered_one(attention, kw, monkeypatch):
     """Beams that share their user's history cache get the scores and items of beams with a copy each."""
     from genrec.generation import constrained_beam_search, exhaustive_scores
     from genrec.models import decoder
 
-    m = make_model(attention)
+    m = sharp(make_model(attention, **kw))
     batch = make_batch()  # rows of three history lengths: the shared cache must mask each user's own padding
     calls = []
     monkeypatch.setattr(decoder.HistoryBeamCache, "attend",
@@ -130,27 +135,67 @@ def test_a_shared_history_cache_decodes_as_the_gathered_one(attention, monkeypat
             torch.testing.assert_close(shared.scores, gathered.scores, rtol=1e-5, atol=1e-5)
 
 
-def test_the_path_follows_the_blocks_kernels():
-    from genrec.attention import get_attention
-
-    assert make_model("sdpa").shares_history() and make_model("flex").shares_history()
-    assert not make_model("hstu").shares_history() and not make_model("sdpa", window=5).shares_history()
-    m = make_model("sdpa")
-    m.blocks[1].attn.kernel = get_attention("hstu")  # swapped after construction: decode as that kernel computes
-    assert not m.shares_history()
+def sharp(m):
+    """Scale the attention projections so the tiny model's attention weights differ enough to be tested."""
+    with torch.no_grad():
+        for blk in m.blocks:
+            blk.attn.qkv.weight.mul_(4.0)
+    return m
 
 
-def test_the_shared_history_cache_under_bf16_autocast_matches_the_gathered_one():
-    """Evaluation runs under the training precision: the shared path's softmax sees bf16 scores as eager does."""
+@pytest.mark.parametrize("attention,window", [("sdpa", 5), ("hstu", 4)])
+def test_a_window_shorter_than_the_row_changes_the_scores(attention, window):
+    """The windowed cases above test something: a window hides most of a 14-token row, moving the scores by far
+    more than their tolerance."""
     from genrec.generation import exhaustive_scores
 
-    m = make_model("sdpa")
+    batch = make_batch()
+    with torch.no_grad():
+        full, windowed = (exhaustive_scores(sharp(make_model(attention, window=w)).make_step_fn(batch),
+                                            make_model().sid_codes[1:], batch_size=3) for w in (0, window))
+    assert (full - windowed).abs().max() > 1e-3
+
+
+def test_the_path_follows_the_blocks_kernels():
+    from genrec.attention import get_attention
+    from genrec.generation import exhaustive_scores
+
+    assert all(make_model(name, **kw).shares_history() for name, kw in
+               [("sdpa", {}), ("flex", {}), ("hstu", {}), ("sdpa", dict(window=5)), ("linear", dict(pack=False))])
+    m = make_model("eager")
+    eager = get_attention("eager")
+    m.blocks[1].attn.kernel = lambda *a, **kw: eager(*a, **kw)  # a kernel of unknown family: the gathered path
+    assert not m.shares_history()
+    batch = make_batch()
+    with torch.no_grad():
+        custom = exhaustive_scores(m.make_step_fn(batch), m.sid_codes[1:], batch_size=3)
+        torch.testing.assert_close(custom, exhaustive_scores(make_model("eager").make_step_fn(batch), m.sid_codes[1:],
+                                                             batch_size=3), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("attention,kw", [("sdpa", {}), ("hstu", {}), ("linear", dict(pack=False))],
+                         ids=["sdpa", "hstu", "linear"])
+def test_the_shared_history_cache_under_bf16_autocast_matches_the_gathered_one(attention, kw):
+    """Evaluation runs under the training precision: the shared path sees bf16 scores as the kernels do."""
+    from genrec.generation import exhaustive_scores
+
+    m = make_model(attention, **kw)
     batch = make_batch()
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         shared = exhaustive_scores(m.make_step_fn(batch), m.sid_codes[1:], batch_size=3)
         gathered = exhaustive_scores(m.make_step_fn(batch, share_history=False), m.sid_codes[1:], batch_size=3)
     assert shared.dtype == gathered.dtype == torch.float32 and torch.isfinite(shared).all()
     torch.testing.assert_close(shared, gathered, rtol=0, atol=0.05)  # bf16 rounding of the scores, summed
+
+
+def test_history_beam_cache_bad_kind_or_window():
+    from genrec.models.decoder import HistoryBeamCache
+
+    k = torch.zeros(1, 1, 3, 2)
+    with pytest.raises(ValueError, match="kind='gelu'"):
+        HistoryBeamCache(k, k, None, kind="gelu")
+    with pytest.raises(ValueError, match="window=4"):
+        HistoryBeamCache(k, k, None, kind="linear", window=4)
 
 
 def test_recommend_with_few_beams_gives_valid_items():
