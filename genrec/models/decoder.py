@@ -127,8 +127,7 @@ class HistoryBeamCache:
         if kind == "linear" and window:
             raise ValueError(f"linear attention has no sliding window (got window={window})")
         self.kind, self.window = kind, window
-        self.k = linear_features(k) if kind == "linear" else k  # phi(k) once: it is all linear attention reads
-        self.v, self.pad = v, pad  # (B, H, T, Dh), (B, T) True = padding or None
+        self.k, self.v, self.pad = k, v, pad  # (B, H, T, Dh) x 2, (B, T) True = padding or None
         self.k_new: torch.Tensor | None = None
         self.v_new: torch.Tensor | None = None
 
@@ -147,34 +146,40 @@ class HistoryBeamCache:
         return old[:, None, None, :], new
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """q, k, v (R, H, 1, Dh) of each beam's new token; appends k, v; returns (R, H, 1, Dh)."""
-        if self.kind == "linear":
-            q, k = linear_features(q), linear_features(k)
+        """q, k, v (R, H, 1, Dh) of each beam's new token; appends k, v; returns (R, H, 1, Dh) in v's dtype.
+
+        The cache keeps the dtype it is given (bf16 under autocast); scores and weights are formed in float32,
+        as sdpa, flash and flex do inside their kernels, so a bf16 evaluation ranks beams on unrounded scores.
+        """
         self.k_new = k if self.k_new is None else torch.cat([self.k_new, k], dim=2)
         self.v_new = v if self.v_new is None else torch.cat([self.v_new, v], dim=2)
         (b, h, t, dh), r = self.k.shape, q.shape[0]
         w, s = r // b, self.k_new.shape[2]
         scale = 1.0 if self.kind == "linear" else 1.0 / math.sqrt(dh)
-        qb = q.reshape(b, w, h, dh).transpose(1, 2)  # (B, H, W, Dh): a user's beams query its history together
-        old = torch.matmul(qb, self.k.transpose(-2, -1)) * scale  # (B, H, W, T)
-        k_new = self.k_new.reshape(b, w, h, s, dh).transpose(1, 2)  # (B, H, W, s, Dh)
-        v_new = self.v_new.reshape(b, w, h, s, dh).transpose(1, 2)
-        new = (torch.matmul(qb.unsqueeze(-2), k_new.transpose(-2, -1)).squeeze(-2) * scale).to(old.dtype)  # (B,H,W,s)
-        see_old, see_new = self._visible(t, s, old.device)
-        if self.kind == "softmax":  # a finite fill, as the eager kernel; a beam always sees its own token
-            fill = torch.finfo(old.dtype).min
-            a = torch.cat([old.masked_fill(~see_old, fill), new.masked_fill(~see_new, fill)], dim=-1).softmax(dim=-1)
-        elif self.kind == "hstu":
-            a = torch.cat([F.silu(old) * see_old, F.silu(new) * see_new], dim=-1)
-        else:
-            a = torch.cat([old * see_old, new * see_new], dim=-1)
-        out = torch.matmul(a[..., :t].to(v.dtype), self.v)  # (B, H, W, Dh)
-        out = out + torch.matmul(a[..., t:].to(v.dtype).unsqueeze(-2), v_new).squeeze(-2)
-        if self.kind == "hstu":  # divided by the number of keys seen, as genrec.attention.hstu
-            out = out / (see_old.sum(-1, keepdim=True) + see_new.sum()).clamp(min=1).to(out.dtype)
-        elif self.kind == "linear":  # normalised by the summed weights, as genrec.attention.linear
-            out = out / (a.sum(-1, keepdim=True) + LINEAR_EPS).to(out.dtype)
-        return out.transpose(1, 2).reshape(r, h, 1, dh)
+        with torch.autocast(q.device.type, enabled=False):
+            qb = q.float().reshape(b, w, h, dh).transpose(1, 2)  # (B, H, W, Dh): a user's beams query their history
+            k_old = self.k.float()
+            k_new = self.k_new.float().reshape(b, w, h, s, dh).transpose(1, 2)  # (B, H, W, s, Dh)
+            if self.kind == "linear":  # phi(q) . phi(k) in place of q . k
+                qb, k_old, k_new = linear_features(qb), linear_features(k_old), linear_features(k_new)
+            old = torch.matmul(qb, k_old.transpose(-2, -1)) * scale  # (B, H, W, T)
+            v_new = self.v_new.float().reshape(b, w, h, s, dh).transpose(1, 2)
+            new = torch.matmul(qb.unsqueeze(-2), k_new.transpose(-2, -1)).squeeze(-2) * scale  # (B, H, W, s)
+            see_old, see_new = self._visible(t, s, old.device)
+            if self.kind == "softmax":  # a finite fill, as the eager kernel; a beam always sees its own token
+                fill = torch.finfo(old.dtype).min
+                a = torch.cat([old.masked_fill(~see_old, fill), new.masked_fill(~see_new, fill)], -1).softmax(-1)
+            elif self.kind == "hstu":
+                a = torch.cat([F.silu(old) * see_old, F.silu(new) * see_new], dim=-1)
+            else:
+                a = torch.cat([old * see_old, new * see_new], dim=-1)
+            out = torch.matmul(a[..., :t], self.v.float())  # (B, H, W, Dh)
+            out = out + torch.matmul(a[..., t:].unsqueeze(-2), v_new).squeeze(-2)
+            if self.kind == "hstu":  # divided by the number of keys seen, as genrec.attention.hstu
+                out = out / (see_old.sum(-1, keepdim=True) + see_new.sum()).clamp(min=1)
+            elif self.kind == "linear":  # normalised by the summed weights, as genrec.attention.linear
+                out = out / (a.sum(-1, keepdim=True) + LINEAR_EPS)
+        return out.to(v.dtype).transpose(1, 2).reshape(r, h, 1, dh)
 
 
 class MLP(nn.Module):

@@ -193,6 +193,30 @@ def test_the_shared_history_cache_under_bf16_autocast_matches_the_gathered_one(a
     torch.testing.assert_close(shared, gathered, rtol=0, atol=5e-3)  # bf16 rounding of the scores, summed
 
 
+@pytest.mark.parametrize("kind", ["softmax", "hstu", "linear"])
+def test_history_beam_cache_under_bf16_is_the_float32_kernel_rounded_once(kind):
+    """A bf16 cache under bf16 autocast: bf16 outputs within one bf16 rounding of the float32 kernel on the
+    gathered keys (scores and weights are not rounded on the way, as in sdpa / flash / flex)."""
+    from genrec.attention import get_attention
+    from genrec.models.decoder import HistoryBeamCache
+
+    g = torch.Generator().manual_seed(0)
+    k, v = (3 * torch.randn(2, 2, 64, 16, generator=g) for _ in range(2))  # 2 users, 2 heads, 64 history keys
+    q1, k1, v1 = (3 * torch.randn(6, 2, 1, 16, generator=g) for _ in range(3))  # 3 beams per user, one new token
+    k, v, q1, k1, v1 = (x.bfloat16() for x in (k, v, q1, k1, v1))
+    pad = torch.zeros(2, 64, dtype=torch.bool)
+    pad[0, :5] = True
+    window = 0 if kind == "linear" else 40
+    user = torch.arange(6) // 3
+    kernel = get_attention({"softmax": "eager", "hstu": "hstu", "linear": "linear"}[kind])
+    ref = kernel(q1.float(), torch.cat([k[user], k1], 2).float(), torch.cat([v[user], v1], 2).float(), causal=True,
+                 window=window, key_padding_mask=torch.cat([pad[user], torch.zeros(6, 1, dtype=torch.bool)], 1))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = HistoryBeamCache(k, v, pad, kind, window).attend(q1, k1, v1)
+    assert out.dtype == torch.bfloat16 and out.shape == (6, 2, 1, 16)
+    torch.testing.assert_close(out.float(), ref, rtol=2**-8, atol=1e-3)  # bf16 scores inside fail it
+
+
 def test_history_beam_cache_bad_kind_or_window():
     from genrec.models.decoder import HistoryBeamCache
 
