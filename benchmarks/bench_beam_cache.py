@@ -107,7 +107,7 @@ def main(argv=None) -> None:
         print("RESULT " + json.dumps(child(args)), flush=True)
         return
 
-    from genrec.training.records import device_description
+    from genrec.training.records import device_description, git_commit
 
     torch.set_num_threads(args.threads)  # the children's count, so the device line states it
     dev_type = torch.device(args.device).type
@@ -117,8 +117,7 @@ def main(argv=None) -> None:
     record = {
         "benchmark": "beam_cache",
         "command": "python " + " ".join([os.path.relpath(__file__, ROOT), *(sys.argv[1:] if argv is None else argv)]),
-        "git_commit": subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
-                                     text=True).stdout.strip(),
+        "git_commit": git_commit(),
         "device": device_description(args.device),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "threads": args.threads, "repeats": args.repeats,

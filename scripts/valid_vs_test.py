@@ -20,7 +20,6 @@ import glob
 import json
 import os
 import statistics
-import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -69,7 +68,9 @@ def main(argv=None) -> None:
     if not found:
         raise SystemExit(f"results/runs/{args.dataset}/: no finished test record with a selected validation "
                          f"{args.metric}")
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    from genrec.training.records import git_commit  # HEAD, -dirty, or $GENREC_COMMIT outside a checkout
+
+    commit = git_commit()
     all_users = max(r["test_users"] or 0 for r in found)  # the dataset's users: its largest test
     everyone = [r["ratio"] for r in found if r["valid_users"] == all_users]
     report = {
