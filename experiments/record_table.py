@@ -15,7 +15,8 @@ named in the table file, one per protocol::
       source: ...
       rows: {TIGER: {all_items: {recall@10: ..., ndcg@10: ...}}}
 
-Each of our cells shows the record's metrics, parameters, training seconds and device; a record that says
+Each of our cells shows the record's metrics, parameters, training seconds and device (for a ``genrec eval``
+record, those of the trained run's record, else of its ``trained`` block); a record that says
 ``training_finished: false`` is refused. Writes ``<name>.md``, ``.csv``, ``.png`` and ``.json``.
 """
 from __future__ import annotations
@@ -55,6 +56,9 @@ def load_rows(table: dict) -> list[dict]:
                 if os.path.isfile(base):
                     with open(base) as f:
                         trained = json.load(f)
+                elif rec.get("trained"):  # tested elsewhere than trained: the facts its run folder gave
+                    facts = rec["trained"]
+                    trained = {**facts, "device": "; ".join(facts.get("devices", []))}
             rows.append({"row": label, "source": "ours", "protocol": protocol, "record": path,
                          **{m: rec["metrics"].get(m) for m in table["metrics"]},
                          **{f"{m}_se": rec["metrics"][f"{m}_se"] for m in table["metrics"]

@@ -38,7 +38,7 @@ from .inputs import build_context, check_inputs, input_fingerprints, sids_fields
 from .naming import _flatten, run_name
 from .optim import build_optimizer
 from .records import command_line, device_description, git_commit, now_utc, token_fields, write_record
-from .status import log_session
+from .status import log_session, read_sessions
 from .stop import NonFiniteLoss, StopSignal, TrainingStopped
 
 log = logging.getLogger(__name__)
@@ -541,7 +541,8 @@ def evaluate_run(run_dir: str, overrides: list[str]) -> dict:
 
     For a protocol or decoding change (``eval.exclude_history``, ``eval.beam_size``, ``eval.max_users``,
     ``eval.splits``, ``eval.ks``) on weights already trained. The record goes to
-    ``<results_dir>/runs/<dataset>/<run name>__eval-<hash of the overrides>.json`` and names the trained run.
+    ``<results_dir>/runs/<dataset>/<run name>__eval-<hash of the overrides>.json``, names the trained run and carries
+    what its folder says of the training (``trained``: epochs, steps, seconds, tokens, parameters, devices).
     """
     from ..config import ConfigError
 
@@ -573,6 +574,7 @@ def evaluate_run(run_dir: str, overrides: list[str]) -> dict:
         "evaluated_run": name,
         "training_finished": finished,  # False: the run was killed or stopped early by hand; tables refuse it
         "eval_overrides": overrides,
+        "trained": trained_facts(run_dir, trained.model),  # the run's own record may never be written (tested here)
         "wall_seconds": round(time.time() - t0, 1),
         "processes": accelerator.num_processes,
         "device": device_description(accelerator.device),
@@ -585,6 +587,33 @@ def evaluate_run(run_dir: str, overrides: list[str]) -> dict:
             os.path.join(cfg.results_dir, "runs", cfg.data.name, f"{record['run_name']}.json"), record)
         accelerator.print(format_metrics(results))
     return record
+
+
+def trained_facts(run_dir: str, model: torch.nn.Module) -> dict | None:
+    """What a run folder says of its training, for the record of ``genrec eval``: the trained run's own record
+    holds the same facts, but a run tested on another machine than it trained on (a CPU run, a GPU test) has none.
+
+    None for a folder without a checkpoint.
+    """
+    path = os.path.join(run_dir, "checkpoint", "trainer_state.json")
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        state = json.load(f)
+    sessions, _ = read_sessions(run_dir)
+    return {
+        "best_epoch": state.get("best_epoch"),
+        "epochs_run": state.get("epoch"),
+        "global_steps": state.get("global_step"),
+        "train_seconds": round(state.get("train_seconds", 0.0), 1),
+        **token_fields(state),
+        "num_params": sum(p.numel() for p in model.parameters()),
+        "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "validation_history": state.get("history", []),
+        "sessions": len(sessions),  # starts and resumes (sessions.jsonl)
+        "devices": sorted({s["device"] for s in sessions if s.get("device")}),
+        "git_commits": sorted({s["git_commit"] for s in sessions if s.get("git_commit")}),
+    }
 
 
 def format_metrics(results: dict[str, dict]) -> str:

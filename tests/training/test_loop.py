@@ -69,6 +69,12 @@ def test_eval_reproduces_the_record_and_changes_only_the_protocol(tmp_path):
     again = loop.evaluate_run(run_dir, [f"results_dir={tmp_path}/results", "train.progress=false"])
     assert again["metrics"] == record["metrics"]  # same weights, same users, same evaluator
     assert again["evaluated_run"] == record["run_name"] and again["protocol"] == "all_items"
+    facts = again["trained"]  # the run folder's account of its training equals the run's own record
+    for key in ("best_epoch", "epochs_run", "global_steps", "train_seconds", "real_tokens", "computed_tokens",
+                "real_tokens_per_s", "num_params", "trainable_params"):
+        assert facts[key] == record[key], key
+    assert facts["validation_history"] == record["validation_history"]
+    assert (facts["devices"], facts["git_commits"], facts["sessions"]) == ([record["device"]], [record["git_commit"]], 1)
     seen = loop.evaluate_run(run_dir, [f"results_dir={tmp_path}/results", "eval.exclude_history=true"])
     assert seen["protocol"] == "exclude_history" and seen["path"] != again["path"]
     assert seen["metrics"]["users"] == record["metrics"]["users"]
