@@ -27,7 +27,8 @@ Config paths are relative to the repository or to ``configs/``. Each (cell, seed
 (``python -m genrec train --config ... seed=S`` or ``accelerate launch ... -m genrec train ...``) with its own log
 under ``<output_dir>/tables/<table>/``. A cell whose result record already exists (found by
 ``genrec.training.run_name`` of the resolved config, as the training run names it) is skipped, so an interrupted
-table resumes by running the same command. A crashed cell is reported as failed and the others go on.
+table resumes by running the same command. SIGTERM or SIGUSR1 to the runner reach its running cells (each
+checkpoints and exits) and start no more. A crashed cell is reported as failed and the others go on.
 Published numbers live only in the table file and are shown beside ours, labelled as published.
 """
 from __future__ import annotations
@@ -39,9 +40,12 @@ import math
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
@@ -160,7 +164,7 @@ class Job:
     record: str  # where the training run writes its result record
     argv: list[str]
     log: str
-    status: str = "pending"  # pending | done | ran | failed
+    status: str = "pending"  # pending (not run, or stopped by a signal) | done | ran | failed
     returncode: int | None = None
     seconds: float = 0.0
 
@@ -227,6 +231,39 @@ def missing_data(jobs: list[Job]) -> dict[str, str]:
 
 
 # ------------------------------------------------------------------------------------------------ run
+# SIGTERM / SIGUSR1 to the runner (a scheduler's preemption, `timeout`) go on to the cells it launched: each saves a
+# checkpoint at the step in progress and exits, no further cell starts, and the same command resumes the table.
+# Without this the cells would outlive their runner and be killed later without a checkpoint.
+PASSED_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+_cells: set[subprocess.Popen] = set()
+_cells_lock = threading.Lock()
+_stopped_by: list[int] = []  # the signal that stopped the runner, once one has
+
+
+def stop_signal() -> int | None:
+    """The signal that stopped this runner (no cell is launched after it), or None."""
+    return _stopped_by[0] if _stopped_by else None
+
+
+def _pass_on(signum, frame) -> None:
+    if not _stopped_by:
+        _stopped_by.append(signum)
+    with _cells_lock:
+        for proc in _cells:
+            proc.send_signal(signum)
+
+
+@contextmanager
+def passing_signals_to_cells():
+    """Within: PASSED_SIGNALS reach every running cell and stop new launches (main thread only)."""
+    old = {s: signal.signal(s, _pass_on) for s in PASSED_SIGNALS}
+    try:
+        yield
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+
+
 def subprocess_launch(argv: list[str], log_path: str) -> int:
     """Run one cell, stdout and stderr into ``log_path``; returns the exit status."""
     argv = [sys.executable, *argv[1:]] if argv[0] == "python" else argv
@@ -237,7 +274,16 @@ def subprocess_launch(argv: list[str], log_path: str) -> int:
     with open(log_path, "a") as log:
         log.write(f"$ {shlex.join(argv)}\n")
         log.flush()
-        return subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
+        with _cells_lock:
+            if stop_signal() is not None:  # stopped between the job's start and here
+                return -stop_signal()
+            proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
+            _cells.add(proc)
+        try:
+            return proc.wait()
+        finally:
+            with _cells_lock:
+                _cells.discard(proc)
 
 
 def execute(jobs: list[Job], launch: Callable[[list[str], str], int] = subprocess_launch, parallel: int = 1,
@@ -257,6 +303,8 @@ def execute(jobs: list[Job], launch: Callable[[list[str], str], int] = subproces
         if os.path.isfile(job.record):  # finished meanwhile (another runner)
             job.status = "done"
             return job
+        if stop_signal() is not None:
+            return job  # pending: the runner was stopped before this cell started
         lock = os.path.join(job.cfg.output_dir, job.name + ".table-lock")
         if _locked(lock):
             echo(f"[busy] {job.cell.label} seed {job.seed}: another runner is training it ({lock}); not launched")
@@ -276,7 +324,15 @@ def execute(jobs: list[Job], launch: Callable[[list[str], str], int] = subproces
         finally:
             os.remove(lock)
         job.seconds = time.time() - t0
-        job.status = "ran" if job.returncode == 0 and os.path.isfile(job.record) else "failed"
+        if os.path.isfile(job.record) and job.returncode == 0:
+            job.status = "ran"
+        elif stop_signal() is not None:  # stopped by the runner's signal: checkpointed, resumable
+            job.status = "pending"
+            echo(f"[stopped] {job.cell.label} seed {job.seed} after {job.seconds:.0f}s by signal {stop_signal()} "
+                 f"(exit {job.returncode}); the same command resumes it")
+            return job
+        else:
+            job.status = "failed"
         echo(f"[{job.status}] {job.cell.label} seed {job.seed} in {job.seconds:.0f}s (exit {job.returncode})")
         return job
 
@@ -532,7 +588,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"run_table: {missing_msg}", file=sys.stderr)
         return 2
     if not args.report_only:
-        execute(jobs, parallel=args.jobs, echo=lambda s: print(s, flush=True))
+        with passing_signals_to_cells():
+            execute(jobs, parallel=args.jobs, echo=lambda s: print(s, flush=True))
     out_dir = args.tables_dir or os.path.join(jobs[0].cfg.results_dir if jobs else "results", "tables")
     paths = write_outputs(table, jobs, out_dir, t0)
     failed = [j for j in jobs if j.status == "failed"]
@@ -541,6 +598,10 @@ def main(argv: list[str] | None = None) -> int:
     if failed:
         print(f"{len(failed)} run(s) failed: " + ", ".join(f"{j.cell.label} seed {j.seed} ({j.log})" for j in failed),
               file=sys.stderr)
+    if stop_signal() is not None:
+        print(f"run_table: stopped by signal {stop_signal()}; cells still to run: "
+              f"{sum(j.status == 'pending' for j in jobs)} (the same command resumes them)", file=sys.stderr)
+        return 128 + stop_signal()
     return 1 if failed else 0
 
 

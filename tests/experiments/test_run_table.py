@@ -4,6 +4,7 @@ import json
 import math
 import os
 import sys
+import time
 
 import pytest
 
@@ -196,3 +197,48 @@ def test_one_seed_rows_show_the_records_standard_errors(table, tmp_path, ndcg_se
     md = run_table.to_markdown(t, rows)
     ndcg = "0.0500" + (" ± 0.0101" if ndcg_se else "")
     assert f"| Small | ours | 1 | 0.1000 ± 0.0212 | {ndcg} |" in md and "recall's binomial" in md
+
+
+CELL_SCRIPT = """
+import pathlib, signal, sys, time
+mark = pathlib.Path(sys.argv[1])
+def stop(signum, frame):  # what a training run does: checkpoint, then exit without a record
+    mark.with_suffix(".stopped").write_text(str(signum))
+    sys.exit(0)
+signal.signal(signal.SIGTERM, stop)
+mark.with_suffix(".started").write_text("")
+time.sleep(60)
+"""
+
+
+def test_a_signal_to_the_runner_reaches_its_running_cells_and_starts_no_more(table, tmp_path, monkeypatch):
+    import signal
+    import threading
+
+    monkeypatch.setattr(run_table, "_stopped_by", [])
+    t = run_table.load_table(table)
+    jobs = run_table.plan(t, cells=["Small", "Wide"], results_dir=str(tmp_path / "res"), output_dir=str(tmp_path / "runs"))
+    script = tmp_path / "cell.py"
+    script.write_text(CELL_SCRIPT)
+    marks = [tmp_path / f"cell{i}" for i in range(len(jobs))]
+    for job, mark in zip(jobs, marks):
+        job.argv = ["python", str(script), str(mark)]
+    order = sorted(range(len(jobs)), key=lambda i: (jobs[i].seed, i))  # seed-major: Small s0, Wide s0 first
+    first_two = [marks[i].with_suffix(".started") for i in order[:2]]
+
+    def stop_when_both_run():
+        deadline = time.time() + 30
+        while not all(p.exists() for p in first_two) and time.time() < deadline:
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=stop_when_both_run, daemon=True).start()
+    with run_table.passing_signals_to_cells():
+        run_table.execute(jobs, parallel=2, echo=lambda s: None)
+    assert run_table.stop_signal() == signal.SIGTERM
+    started = [i for i in order if marks[i].with_suffix(".started").exists()]
+    assert started == order[:2]  # no cell started after the signal
+    for i in started:
+        assert marks[i].with_suffix(".stopped").read_text() == str(int(signal.SIGTERM))  # each got it and stopped
+    assert all(j.status == "pending" for j in jobs)  # stopped or never started: the same command resumes them
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the runner's handlers are gone afterwards
