@@ -236,7 +236,7 @@ def missing_data(jobs: list[Job]) -> dict[str, str]:
 # Without this the cells would outlive their runner and be killed later without a checkpoint.
 PASSED_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 _cells: set[subprocess.Popen] = set()
-_cells_lock = threading.Lock()
+_cells_lock = threading.RLock()  # re-entrant: the handler may run while the main thread holds it
 _stopped_by: list[int] = []  # the signal that stopped the runner, once one has
 
 
@@ -279,6 +279,8 @@ def subprocess_launch(argv: list[str], log_path: str) -> int:
                 return -stop_signal()
             proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
             _cells.add(proc)
+            if stop_signal() is not None:  # the signal came while this thread held the lock, before the add
+                proc.send_signal(stop_signal())
         try:
             return proc.wait()
         finally:
