@@ -27,8 +27,8 @@ Config paths are relative to the repository or to ``configs/``. Each (cell, seed
 (``python -m genrec train --config ... seed=S`` or ``accelerate launch ... -m genrec train ...``) with its own log
 under ``<output_dir>/tables/<table>/``. A cell whose result record already exists (found by
 ``genrec.training.run_name`` of the resolved config, as the training run names it) is skipped, so an interrupted
-table resumes by running the same command. SIGTERM or SIGUSR1 to the runner reach its running cells (each
-checkpoints and exits) and start no more. A crashed cell is reported as failed and the others go on.
+table resumes by running the same command. SIGTERM, SIGUSR1 or Ctrl-C to the runner reach every process of its
+running cells (each checkpoints and exits) and start no more. A crashed cell is reported as failed and the others go on.
 Published numbers live only in the table file and are shown beside ours, labelled as published.
 """
 from __future__ import annotations
@@ -233,8 +233,11 @@ def missing_data(jobs: list[Job]) -> dict[str, str]:
 # ------------------------------------------------------------------------------------------------ run
 # SIGTERM / SIGUSR1 to the runner (a scheduler's preemption, `timeout`) go on to the cells it launched: each saves a
 # checkpoint at the step in progress and exits, no further cell starts, and the same command resumes the table.
-# Without this the cells would outlive their runner and be killed later without a checkpoint.
-PASSED_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+# Without this the cells would outlive their runner and be killed later without a checkpoint. Each cell runs in a
+# process group of its own and the signal goes to the whole group, so it reaches the training processes behind a
+# launcher (`accelerate launch` dies on SIGTERM without passing it on). Ctrl-C (SIGINT) reaches the cells as SIGTERM:
+# they checkpoint too.
+PASSED_SIGNALS = {signal.SIGTERM: signal.SIGTERM, signal.SIGUSR1: signal.SIGUSR1, signal.SIGINT: signal.SIGTERM}
 _cells: set[subprocess.Popen] = set()
 _cells_lock = threading.RLock()  # re-entrant: the handler may run while the main thread holds it
 _stopped_by: list[int] = []  # the signal that stopped the runner, once one has
@@ -245,12 +248,19 @@ def stop_signal() -> int | None:
     return _stopped_by[0] if _stopped_by else None
 
 
+def _signal_cell(proc: subprocess.Popen, signum: int) -> None:
+    try:
+        os.killpg(proc.pid, PASSED_SIGNALS.get(signum, signum))  # the cell's group: launcher and workers
+    except ProcessLookupError:  # the whole group has exited
+        pass
+
+
 def _pass_on(signum, frame) -> None:
     if not _stopped_by:
         _stopped_by.append(signum)
     with _cells_lock:
         for proc in _cells:
-            proc.send_signal(signum)
+            _signal_cell(proc, signum)
 
 
 @contextmanager
@@ -277,10 +287,10 @@ def subprocess_launch(argv: list[str], log_path: str) -> int:
         with _cells_lock:
             if stop_signal() is not None:  # stopped between the job's start and here
                 return -stop_signal()
-            proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
+            proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
             _cells.add(proc)
             if stop_signal() is not None:  # the signal came while this thread held the lock, before the add
-                proc.send_signal(stop_signal())
+                _signal_cell(proc, stop_signal())
         try:
             return proc.wait()
         finally:
