@@ -27,8 +27,8 @@ Config paths are relative to the repository or to ``configs/``. Each (cell, seed
 (``python -m genrec train --config ... seed=S`` or ``accelerate launch ... -m genrec train ...``) with its own log
 under ``<output_dir>/tables/<table>/``. A cell whose result record already exists (found by
 ``genrec.training.run_name`` of the resolved config, as the training run names it) is skipped, so an interrupted
-table resumes by running the same command. SIGTERM, SIGUSR1 or Ctrl-C to the runner reach every process of its
-running cells (each checkpoints and exits) and start no more. A crashed cell is reported as failed and the others go on.
+table resumes by running the same command. SIGTERM, SIGUSR1, SIGHUP or Ctrl-C to the runner reach every process of
+its running cells (each checkpoints and exits) and start no more. A crashed cell is reported as failed and the others go on.
 Published numbers live only in the table file and are shown beside ours, labelled as published.
 """
 from __future__ import annotations
@@ -235,9 +235,13 @@ def missing_data(jobs: list[Job]) -> dict[str, str]:
 # checkpoint at the step in progress and exits, no further cell starts, and the same command resumes the table.
 # Without this the cells would outlive their runner and be killed later without a checkpoint. Each cell runs in a
 # process group of its own and the signal goes to the whole group, so it reaches the training processes behind a
-# launcher (`accelerate launch` dies on SIGTERM without passing it on). Ctrl-C (SIGINT) reaches the cells as SIGTERM:
-# they checkpoint too.
-PASSED_SIGNALS = {signal.SIGTERM: signal.SIGTERM, signal.SIGUSR1: signal.SIGUSR1, signal.SIGINT: signal.SIGTERM}
+# launcher (`accelerate launch` dies on SIGTERM without passing it on); the runner then waits for the whole group,
+# not only the launcher, to be gone. Ctrl-C and a closed terminal (SIGINT, SIGHUP) reach the cells as SIGTERM: they
+# checkpoint too. A second Ctrl-C kills the cells outright.
+PASSED_SIGNALS = {getattr(signal, name): getattr(signal, to) for name, to in
+                  (("SIGTERM", "SIGTERM"), ("SIGUSR1", "SIGUSR1"), ("SIGINT", "SIGTERM"), ("SIGHUP", "SIGTERM"))
+                  if hasattr(signal, name)}  # Windows has neither SIGUSR1 nor SIGHUP
+GROUP_GRACE_SECONDS = 300  # after a stop, how long a cell's processes get to write their checkpoint before SIGKILL
 _cells: set[subprocess.Popen] = set()
 _cells_lock = threading.RLock()  # re-entrant: the handler may run while the main thread holds it
 _stopped_by: list[int] = []  # the signal that stopped the runner, once one has
@@ -249,18 +253,34 @@ def stop_signal() -> int | None:
 
 
 def _signal_cell(proc: subprocess.Popen, signum: int) -> None:
+    """``signum`` to every process of the cell (its group), never raising: this runs inside a signal handler."""
     try:
-        os.killpg(proc.pid, PASSED_SIGNALS.get(signum, signum))  # the cell's group: launcher and workers
-    except ProcessLookupError:  # the whole group has exited
+        if hasattr(os, "killpg"):
+            os.killpg(proc.pid, signum)
+        else:  # no process groups (Windows): the launched process alone
+            proc.send_signal(signum)
+    except OSError:  # the group has exited (ProcessLookupError), or is not ours to signal
         pass
 
 
+def _group_alive(proc: subprocess.Popen) -> bool:
+    if not hasattr(os, "killpg"):
+        return False
+    try:
+        os.killpg(proc.pid, 0)
+        return True
+    except OSError:
+        return False
+
+
 def _pass_on(signum, frame) -> None:
-    if not _stopped_by:
+    again = bool(_stopped_by)
+    if not again:
         _stopped_by.append(signum)
+    kill = again and signum == getattr(signal, "SIGINT", None)  # a second Ctrl-C: no more waiting
     with _cells_lock:
         for proc in _cells:
-            _signal_cell(proc, signum)
+            _signal_cell(proc, signal.SIGKILL if kill and hasattr(signal, "SIGKILL") else PASSED_SIGNALS[signum])
 
 
 @contextmanager
@@ -288,11 +308,22 @@ def subprocess_launch(argv: list[str], log_path: str) -> int:
             if stop_signal() is not None:  # stopped between the job's start and here
                 return -stop_signal()
             proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-            _cells.add(proc)
-            if stop_signal() is not None:  # the signal came while this thread held the lock, before the add
-                _signal_cell(proc, stop_signal())
+            try:
+                _cells.add(proc)
+                if stop_signal() is not None:  # the signal came while this thread held the lock, before the add
+                    _signal_cell(proc, PASSED_SIGNALS[stop_signal()])
+            except BaseException:
+                _cells.discard(proc)
+                raise
         try:
-            return proc.wait()
+            code = proc.wait()
+            if stop_signal() is not None:  # the launcher may be gone while its workers still write the checkpoint
+                deadline = time.time() + GROUP_GRACE_SECONDS
+                while _group_alive(proc) and time.time() < deadline:
+                    time.sleep(0.2)
+                if _group_alive(proc):
+                    _signal_cell(proc, signal.SIGKILL)
+            return code
         finally:
             with _cells_lock:
                 _cells.discard(proc)
