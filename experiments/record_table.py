@@ -16,7 +16,8 @@ named in the table file, one per protocol::
       rows: {TIGER: {all_items: {recall@10: ..., ndcg@10: ...}}}
 
 Each of our cells shows the record's metrics, parameters, training seconds and device (for a ``genrec eval``
-record, those of the trained run's record, else of its ``trained`` block); a record that says
+record, those of the trained run's record, else of its ``trained`` block) and the device that tested it (the
+Devices line lists both); a record that says
 ``training_finished: false`` is refused. Writes ``<name>.md``, ``.csv``, ``.png`` and ``.json``.
 """
 from __future__ import annotations
@@ -64,7 +65,8 @@ def load_rows(table: dict) -> list[dict]:
                          **{f"{m}_se": rec["metrics"][f"{m}_se"] for m in table["metrics"]
                             if f"{m}_se" in rec["metrics"]},  # s.e. over the test users
                          "users": rec.get("users_evaluated"), "params": trained.get("num_params"),
-                         "train_seconds": trained.get("train_seconds"), "device": trained.get("device", "")})
+                         "train_seconds": trained.get("train_seconds"), "device": trained.get("device", ""),
+                         "test_device": rec.get("device", "")})
     pub = table.get("published", {})
     for label, cells in pub.get("rows", {}).items():
         for protocol, metrics in cells.items():
@@ -96,7 +98,7 @@ def write(table: dict, rows: list[dict], out_dir: str, command: str, t0: float) 
             lines.append(f"| {r['row']} | " + " | ".join(cell(r, m) for m in metrics) +
                          f" | {params} | {secs} | {src} |")
         lines.append("")
-    devices = sorted({r["device"] for r in rows if r.get("device")})
+    devices = sorted({d for r in rows for d in (r.get("device"), r.get("test_device")) if d})
     if table.get("published"):
         lines += [f"Published rows: {table['published'].get('source', '')}.", ""]
     if any(f"{m}_se" in r for r in rows for m in metrics):
@@ -107,7 +109,7 @@ def write(table: dict, rows: list[dict], out_dir: str, command: str, t0: float) 
     with open(os.path.join(out_dir, f"{name}.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     keys = ["row", "source", "protocol", *metrics, *[f"{m}_se" for m in metrics], "users", "params", "train_seconds",
-            "device", "record"]
+            "device", "test_device", "record"]
     with open(os.path.join(out_dir, f"{name}.csv"), "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
         w.writeheader()

@@ -34,6 +34,7 @@ def test_an_eval_cell_takes_training_facts_from_the_trained_runs_record(tmp_path
                   _eval_record(trained={"num_params": 99, "train_seconds": 99.0, "devices": ["other"]}))
     (row,) = record_table.load_rows(_table(cell))
     assert (row["params"], row["train_seconds"], row["device"]) == (10, 5.0, "CPU: the trainer")
+    assert row["test_device"] == "GPU: the tester"  # the metrics' own device, not the trainer's
     assert (row["recall@10"], row["recall@10_se"], row["users"]) == (0.25, 0.01, 100)
 
 
@@ -53,3 +54,13 @@ def test_an_unfinished_evaluated_run_is_refused(tmp_path):
     cell = _write(tmp_path / "e.json", _eval_record(training_finished=False))
     with pytest.raises(ValueError, match="training_finished=false"):
         record_table.load_rows(_table(cell))
+
+
+def test_the_devices_line_names_both_the_trainer_and_the_tester(tmp_path, monkeypatch):
+    _write(tmp_path / "m__s0-abc.json", {"num_params": 10, "train_seconds": 5.0, "device": "CPU: the trainer"})
+    cell = _write(tmp_path / "m__s0-abc__eval-1.json", _eval_record())
+    monkeypatch.setattr(record_table, "_plot", lambda *a: None)
+    table = {**_table(cell), "name": "t", "title": "T"}
+    record_table.write(table, record_table.load_rows(table), str(tmp_path), "cmd", 0.0)
+    devices = [l for l in (tmp_path / "t.md").read_text().splitlines() if l.startswith("Devices:")]
+    assert devices == ["Devices: CPU: the trainer; GPU: the tester"]
