@@ -18,7 +18,7 @@ named in the table file, one per protocol::
 Each of our cells shows the record's metrics, parameters, training seconds and device (for a ``genrec eval``
 record, those of the trained run's record, else of its ``trained`` block) and the device that tested it (the
 Devices line lists both); a record that says
-``training_finished: false`` is refused. Writes ``<name>.md``, ``.csv``, ``.png`` and ``.json``.
+``training_finished: false`` is refused, unless the user stopped it (``train.finish=true``), which its row says. Writes ``<name>.md``, ``.csv``, ``.png`` and ``.json``.
 """
 from __future__ import annotations
 
@@ -47,7 +47,8 @@ def load_rows(table: dict) -> list[dict]:
                 raise FileNotFoundError(f"row {label!r} ({protocol}): record {path} does not exist")
             with open(full) as f:
                 rec = json.load(f)
-            if rec.get("training_finished") is False:
+            stopped = rec.get("finished_by_user_at_epoch")  # train.finish=true: the user's choice, shown in the row
+            if rec.get("training_finished") is False and stopped is None:
                 raise ValueError(f"row {label!r}: {path} is an unfinished run (training_finished=false)")
             if rec.get("protocol", "all_items") != protocol:
                 raise ValueError(f"row {label!r}: {path} was evaluated under {rec.get('protocol')!r}, not {protocol!r}")
@@ -60,6 +61,9 @@ def load_rows(table: dict) -> list[dict]:
                 elif rec.get("trained"):  # tested elsewhere than trained: the facts its run folder gave
                     facts = rec["trained"]
                     trained = {**facts, "device": "; ".join(facts.get("devices", []))}
+            if stopped is not None:
+                epochs = rec.get("config", {}).get("train", {}).get("epochs", "?")
+                label = f"{label} [stopped by the user at epoch {stopped} of {epochs} (train.finish=true)]"
             rows.append({"row": label, "source": "ours", "protocol": protocol, "record": path,
                          **{m: rec["metrics"].get(m) for m in table["metrics"]},
                          **{f"{m}_se": rec["metrics"][f"{m}_se"] for m in table["metrics"]

@@ -64,3 +64,9 @@ def test_the_devices_line_names_both_the_trainer_and_the_tester(tmp_path, monkey
     record_table.write(table, record_table.load_rows(table), str(tmp_path), "cmd", 0.0)
     devices = [l for l in (tmp_path / "t.md").read_text().splitlines() if l.startswith("Devices:")]
     assert devices == ["Devices: CPU: the trainer; GPU: the tester"]
+
+
+def test_a_run_the_user_stopped_is_shown_with_where_it_stopped(tmp_path):
+    record = _eval_record(training_finished=False, finished_by_user_at_epoch=78, config={"train": {"epochs": 100}})
+    (row,) = record_table.load_rows(_table(_write(tmp_path / "e.json", record)))
+    assert row["row"] == "M [stopped by the user at epoch 78 of 100 (train.finish=true)]"
