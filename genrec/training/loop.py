@@ -511,7 +511,8 @@ def make_record(run: Run, results: dict) -> dict:
         "global_steps": state["global_step"],
         "train_seconds": round(state["train_seconds"], 1),
         **token_fields(state),  # real (unpadded) training tokens, computed/real, real tokens/s of the steps
-        "wall_seconds": round(time.time() - run.t0, 1),
+        "wall_seconds": round(time.time() - run.t0, 1),  # this start's; train_seconds sums every start
+        **session_facts(run.run_dir),  # how many starts, on which devices and commits
         "num_params": sum(p.numel() for p in net.parameters()),
         "trainable_params": sum(p.numel() for p in net.parameters() if p.requires_grad),
         "processes": accelerator.num_processes,
@@ -600,7 +601,6 @@ def trained_facts(run_dir: str, model: torch.nn.Module) -> dict | None:
         return None
     with open(path) as f:
         state = json.load(f)
-    sessions, _ = read_sessions(run_dir)
     return {
         "best_epoch": state.get("best_epoch"),
         "epochs_run": state.get("epoch"),
@@ -610,7 +610,15 @@ def trained_facts(run_dir: str, model: torch.nn.Module) -> dict | None:
         "num_params": sum(p.numel() for p in model.parameters()),
         "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "validation_history": state.get("history", []),
-        "sessions": len(sessions),  # starts and resumes (sessions.jsonl)
+        **session_facts(run_dir),
+    }
+
+
+def session_facts(run_dir: str) -> dict:
+    """A run's starts and resumes (sessions.jsonl): how many, and the devices and commits they ran on."""
+    sessions, _ = read_sessions(run_dir)
+    return {
+        "sessions": len(sessions),
         "devices": sorted({s["device"] for s in sessions if s.get("device")}),
         "git_commits": sorted({s["git_commit"] for s in sessions if s.get("git_commit")}),
     }

@@ -60,6 +60,9 @@ def test_killed_run_resumes_and_matches_uninterrupted(tmp_path, monkeypatch):
     assert resumed["validation_history"] == pytest.approx(reference["validation_history"])
     assert (resumed["real_tokens"], resumed["computed_tokens"]) == (reference["real_tokens"],
                                                                     reference["computed_tokens"])
+    # the record says the run took two starts; wall_seconds is the last start's alone
+    assert (reference["sessions"], resumed["sessions"]) == (1, 2)
+    assert resumed["git_commits"] == [resumed["git_commit"]]
 
 
 @pytest.mark.slow
