@@ -18,7 +18,8 @@ named in the table file, one per protocol::
 Each of our cells shows the record's metrics, parameters, training seconds and device (for a ``genrec eval``
 record, those of the trained run's record, else of its ``trained`` block) and the device that tested it (the
 Devices line lists both); a record that says
-``training_finished: false`` is refused, unless the user stopped it (``train.finish=true``), which its row says. Writes ``<name>.md``, ``.csv``, ``.png`` and ``.json``.
+``training_finished: false`` is refused, unless the user stopped it (``train.finish=true``), which its row says.
+Writes ``<name>.md``, ``.csv``, ``.png`` and ``.json``.
 """
 from __future__ import annotations
 
