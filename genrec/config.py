@@ -141,6 +141,9 @@ class DecoderConfig:
     window: int = 0  # sliding attention window in tokens, 0 = full causal (eager, sdpa, flash, flex, hstu)
     loss_on: str = "target"  # target: the target item's L codes (TIGER) | all: every item's codes (causal LM)
     pack: bool = True  # pack training sequences into rows with doc_ids (needs a kernel with doc_ids; not linear)
+    # add a learned embedding of each code's ID prefix (levels 2 .. L; the full ID: one row per item) to its input
+    # (prefix n-grams, Singh et al. 2024): every item gets an input row of its own while the codes stay shared
+    prefix_embedding: bool = False
 
 
 @dataclass

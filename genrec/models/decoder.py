@@ -17,6 +17,11 @@ generated codes are appended at the same column for all rows. Positions count re
 (``cumsum(not pad) - 1``), so a token's position does not depend on how much padding its row has, and cached
 decoding continues each row at its own next position. Padding keys are masked (``key_padding_mask``).
 
+``model.decoder.prefix_embedding`` adds to each code token's input a learned row of its ID prefix (the item's codes
+up to and including this one, ``SidVocab.prefix_ids``): at the last level one row per item, so items that share
+content codes still differ at the input, while the output stays on the shared codes. A token's prefix is known
+when it is read (in training and when decoding feeds a generated code), so nothing of the code it predicts leaks.
+
 Level l of an item is scored only over that level's K_l codes (``log_softmax`` over the level's block), in
 training and in decoding alike. ``model.decoder.loss_on``: "target" trains on the target item's L codes (TIGER's
 next-item examples, one per history prefix); "all" trains on the codes of every item of the sequence, each given
@@ -253,6 +258,8 @@ class DecoderRecommender(SidModel):
         self.max_positions = 2 + (max_history + 1) * self.num_levels
 
         self.embed = nn.Embedding(self.vocab_size, dcfg.dim)
+        self.prefix_embed = (nn.Embedding(self.vocab.num_prefixes + 1, dcfg.dim, padding_idx=0)
+                             if dcfg.prefix_embedding else None)
         self.pos = nn.Embedding(self.max_positions, dcfg.dim) if dcfg.positions == "learned" else None
         self.drop = nn.Dropout(dcfg.dropout)
         self.blocks = nn.ModuleList(Block(dcfg, attention) for _ in range(dcfg.layers))
@@ -261,6 +268,9 @@ class DecoderRecommender(SidModel):
         for name, p in self.named_parameters():  # GPT-2's scaled init of the residual projections
             if name.endswith(("attn.proj.weight", "mlp.down.weight")):
                 nn.init.normal_(p, std=0.02 / math.sqrt(2 * dcfg.layers))
+        if self.prefix_embed is not None:
+            with torch.no_grad():
+                self.prefix_embed.weight[0].zero_()  # id 0 (no prefix row) adds nothing
 
     @staticmethod
     def _init(m):
@@ -276,8 +286,10 @@ class DecoderRecommender(SidModel):
         return UserSequenceDataset(split) if self.loss_on == "all" else NextItemDataset(split)
 
     # ------------------------------------------------------------------------------------------ inputs
-    def tokens(self, batch: dict[str, torch.Tensor], with_target: bool, on_cpu: bool = False) -> torch.Tensor:
-        """Right-aligned tokens ``[pad..., bos, user, history codes..., (target codes)]``: (B, S), trimmed.
+    def tokens(self, batch: dict[str, torch.Tensor], with_target: bool,
+               on_cpu: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Right-aligned tokens ``[pad..., bos, user, history codes..., (target codes)]``: (B, S), trimmed, and
+        the prefix id of each token (B, S) (0 for bos, user and padding) with ``prefix_embedding``, else None.
 
         ``on_cpu``: read the vocabulary's CPU copy of the codes (``collate`` runs before batches reach the device).
         """
@@ -292,13 +304,20 @@ class DecoderRecommender(SidModel):
         seq = torch.cat(head + [seq], dim=1)
         order = torch.argsort((seq != PAD).to(torch.int8), dim=1, stable=True)  # pads first, order kept
         seq = seq.gather(1, order)
+        pids = None
+        if self.prefix_embed is not None:
+            pids = self.vocab.prefix_ids(items, on_cpu=on_cpu).view(b, t * self.num_levels)
+            pids = torch.cat([torch.zeros(b, len(head), dtype=torch.long, device=seq.device), pids], dim=1)
+            pids = pids.gather(1, order)
         if self.static_shapes:
-            return seq
+            return seq, pids
         n = int((seq != PAD).sum(1).max())
-        return seq[:, -n:]
+        return seq[:, -n:], None if pids is None else pids[:, -n:]
 
-    def _run(self, tokens, positions, key_padding_mask, caches=None, doc_ids=None):
+    def _run(self, tokens, positions, key_padding_mask, caches=None, doc_ids=None, prefix_ids=None):
         x = self.embed(tokens)
+        if prefix_ids is not None:
+            x = x + self.prefix_embed(prefix_ids)
         if self.pos is not None:
             x = x + self.pos(positions.clamp(max=self.max_positions - 1))
         rope = rope_cos_sin(positions, self.dcfg.dim // self.dcfg.heads) if self.dcfg.positions == "rope" else None
@@ -307,12 +326,12 @@ class DecoderRecommender(SidModel):
             x = block(x, rope, key_padding_mask, None if caches is None else caches[i], doc_ids)
         return self.norm(x)
 
-    def hidden(self, seq: torch.Tensor, caches=None) -> torch.Tensor:
-        """Final hidden states (B, S, D) of right-aligned tokens (B, S)."""
+    def hidden(self, seq: torch.Tensor, caches=None, prefix_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Final hidden states (B, S, D) of right-aligned tokens (B, S) and their prefix ids (``tokens``)."""
         pad = seq == PAD
         positions = ((~pad).long().cumsum(1) - 1).clamp(min=0)
         keep = self.static_shapes or bool(pad.any())  # (an unmasked batch takes sdpa's is_causal fast path)
-        return self._run(seq, positions, pad if keep else None, caches)
+        return self._run(seq, positions, pad if keep else None, caches, prefix_ids=prefix_ids)
 
     def level_log_probs(self, h: torch.Tensor, level: int) -> torch.Tensor:
         """(..., D) hidden states -> (..., K_level) log-probs over that level's codes (tied output embedding)."""
@@ -335,8 +354,8 @@ class DecoderRecommender(SidModel):
         """
         if "tokens" in batch:
             return self._packed_forward(batch)
-        seq = self.tokens(batch, with_target=True)  # (B, S)
-        h = self.hidden(seq)  # (B, S, D)
+        seq, pids = self.tokens(batch, with_target=True)  # (B, S) x 2
+        h = self.hidden(seq, prefix_ids=pids)  # (B, S, D)
         s, L = seq.shape[1], self.num_levels
         items = s if self.loss_on == "all" else 1  # item slots scored, counted from the end
         total, count = 0.0, 0  # count stays a tensor: no host sync in the step
@@ -369,7 +388,7 @@ class DecoderRecommender(SidModel):
         batch = collate(examples)
         if not self.dcfg.pack:
             return batch
-        seq = self.tokens(batch, with_target=True, on_cpu=True)  # (B, S) right-aligned
+        seq, pids = self.tokens(batch, with_target=True, on_cpu=True)  # (B, S) right-aligned
         lengths = (seq != PAD).sum(1).tolist()
         s, r, L = seq.shape[1], self.max_positions, self.num_levels
         col = torch.arange(s)
@@ -383,11 +402,14 @@ class DecoderRecommender(SidModel):
         positions = torch.zeros(n, r, dtype=torch.long)
         doc_ids = torch.full((n, r), -1, dtype=torch.long)
         levels = torch.full((n, r), -1, dtype=torch.long)
+        prefix_ids = None if pids is None else torch.zeros(n, r, dtype=torch.long)
         for j, members in enumerate(rows):
             at = 0
             for i in members:
                 ln = lengths[i]
                 tokens[j, at : at + ln] = seq[i, s - ln :]
+                if prefix_ids is not None:
+                    prefix_ids[j, at : at + ln] = pids[i, s - ln :]
                 positions[j, at : at + ln] = torch.arange(ln)
                 doc_ids[j, at : at + ln] = i
                 tgt = torch.where(scored[i, s - ln :], level[s - ln :], -1)  # level of each scored token
@@ -395,12 +417,16 @@ class DecoderRecommender(SidModel):
                 at += ln
         used = int((doc_ids >= 0).sum(0).nonzero().max()) + 1 if n else 1
         sl = slice(0, used)
-        return {"tokens": tokens[:, sl], "positions": positions[:, sl], "doc_ids": doc_ids[:, sl],
-                "levels": levels[:, sl]}
+        out = {"tokens": tokens[:, sl], "positions": positions[:, sl], "doc_ids": doc_ids[:, sl],
+               "levels": levels[:, sl]}
+        if prefix_ids is not None:
+            out["prefix_ids"] = prefix_ids[:, sl]
+        return out
 
     def _packed_forward(self, batch: dict[str, torch.Tensor]) -> Output:
         tokens, levels = batch["tokens"], batch["levels"]
-        h = self._run(tokens, batch["positions"], None, doc_ids=batch["doc_ids"])  # (rows, R, D)
+        h = self._run(tokens, batch["positions"], None, doc_ids=batch["doc_ids"],
+                      prefix_ids=batch.get("prefix_ids"))  # (rows, R, D)
         nxt = torch.roll(tokens, -1, dims=1)
         total, count = 0.0, 0
         for l in range(self.num_levels):
@@ -439,11 +465,11 @@ class DecoderRecommender(SidModel):
         """
         if share_history is None:
             share_history = self.shares_history()
-        seq = self.tokens(batch, with_target=False)
+        seq, pids = self.tokens(batch, with_target=False)
         b = seq.shape[0]
         pad = seq == PAD
         caches = [{} for _ in self.blocks]
-        h = self.hidden(seq, caches)[:, -1]  # (B, D)
+        h = self.hidden(seq, caches, pids)[:, -1]  # (B, D)
         first = self.level_log_probs(h, 0)  # (B, K_0)
         if share_history:
             caches = [HistoryBeamCache(c["k"], c["v"], pad if pad.any() else None, beam_cache_kind(blk.attn.kernel),
@@ -468,7 +494,8 @@ class DecoderRecommender(SidModel):
                     c["k"], c["v"] = c["k"].index_select(0, idx), c["v"].index_select(0, idx)
                 state["pad"] = torch.cat([state["pad"][idx], torch.zeros_like(tok, dtype=torch.bool)], dim=1)
                 kpm = state["pad"] if state["pad"].any() else None
-            hid = self._run(tok, state["pos"][:, None], kpm, state["caches"])[:, -1]
+            pid = None if self.prefix_embed is None else self.vocab.prefix_of(prefix)[:, None]  # the fed code's prefix
+            hid = self._run(tok, state["pos"][:, None], kpm, state["caches"], prefix_ids=pid)[:, -1]
             return self.level_log_probs(hid, level)
 
         return step_fn

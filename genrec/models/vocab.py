@@ -72,6 +72,8 @@ class SidVocab(nn.Module):
         # forked worker must never touch a CUDA buffer
         self.cpu_codes, self.cpu_offsets = codes, torch.tensor(self.offsets_list)
         self._trie = None
+        self._trie_cpu = None  # for prefix ids (built on first use)
+        self._prefixes: dict[torch.device, torch.Tensor] = {}  # (N + 1, L) prefix_ids table per device
 
     def level_slice(self, level: int) -> slice:
         """Token ids of level ``level``'s codes: ``slice(offset_l, offset_l + K_l)``."""
@@ -88,6 +90,64 @@ class SidVocab(nn.Module):
         """(...,) item ids -> (..., L) tokens of their codes; padding items (0) map to ``pad``."""
         codes, offsets = (self.cpu_codes, self.cpu_offsets) if on_cpu else (self.codes, self.offsets)
         return (codes[items] + offsets).masked_fill((items == 0).unsqueeze(-1), pad)
+
+    def prefix_ids(self, items: torch.Tensor, on_cpu: bool = False) -> torch.Tensor:
+        """(...,) item ids -> (..., L) id of each code's ID prefix (the item's codes up to and including it).
+
+        Prefixes of length 2 .. L are numbered 1 .. ``num_prefixes``, level by level (the ``SidTrie`` node ids,
+        and the item itself for the full ID); a level-0 code (its prefix is the code itself) and padding items
+        get 0. Row j of a prefix embedding then gives every distinct prefix, and every item, an input row of its
+        own while the codes stay shared (prefix n-grams: Singh et al., RecSys 2024, "Better Generalization with
+        Semantic IDs").
+        """
+        device = torch.device("cpu") if on_cpu else items.device
+        if device not in self._prefixes:
+            self._prefixes[device] = self._prefix_table().to(device)
+        return self._prefixes[device][items]
+
+    def prefix_of(self, prefix: torch.Tensor) -> torch.Tensor:
+        """(R, m) codes of levels 0 .. m-1, a valid ID prefix per row -> (R,) its id as in ``prefix_ids`` (0 if m < 2).
+
+        Decoding feeds generated codes one at a time; the id of the newest one's prefix is read from the trie.
+        """
+        m = prefix.shape[1]
+        if m < 2:
+            return torch.zeros(prefix.shape[0], dtype=torch.long, device=prefix.device)
+        node = self.trie().walk(prefix)  # level-m node, or the item id (1 .. N) when m = L
+        if m == self.num_levels:
+            node = node - 1
+        return 1 + self._prefix_starts()[m - 2] + node
+
+    @property
+    def num_prefixes(self) -> int:
+        """Distinct ID prefixes of length 2 .. L (the last length: one per item)."""
+        return self._prefix_starts()[-1]
+
+    def _prefix_starts(self) -> list[int]:
+        """Where each prefix length's ids start (length 2 first), plus the total at the end."""
+        if self.num_levels < 2:
+            return [0]
+        nodes = self._cpu_trie().num_nodes[2:] + [self.num_items]  # distinct prefixes of length 2 .. L
+        return [sum(nodes[:i]) for i in range(len(nodes) + 1)]
+
+    def _cpu_trie(self):
+        from ..generation import SidTrie
+
+        if self._trie_cpu is None:
+            self._trie_cpu = SidTrie.from_codes(self.cpu_codes[1:], self.codebook_sizes)
+        return self._trie_cpu
+
+    def _prefix_table(self) -> torch.Tensor:
+        """(N + 1, L) CPU table of ``prefix_ids``, built once from the trie."""
+        cpu = torch.device("cpu")
+        if cpu not in self._prefixes:
+            table = torch.zeros(self.num_items + 1, self.num_levels, dtype=torch.long)
+            starts, trie = self._prefix_starts(), self._cpu_trie()
+            for m in range(2, self.num_levels + 1):
+                node = trie.walk(self.cpu_codes[1:, :m])
+                table[1:, m - 1] = 1 + starts[m - 2] + (node - 1 if m == self.num_levels else node)
+            self._prefixes[cpu] = table
+        return self._prefixes[cpu]
 
     def trie(self):
         """The ``SidTrie`` of every item's codes, built once per device of the vocabulary."""

@@ -24,7 +24,11 @@ def make_model(attention="sdpa", n=15, **kw):
     torch.manual_seed(0)
     opts = dict(dim=16, layers=2, heads=2, dropout=0.0, num_user_tokens=5, mlp_ratio=2.0)
     opts.update(kw)
-    return DecoderRecommender(DecoderConfig(**opts), attention, tiny_codes(n), K, max_history=4, beam_size=6).eval()
+    m = DecoderRecommender(DecoderConfig(**opts), attention, tiny_codes(n), K, max_history=4, beam_size=6).eval()
+    if m.prefix_embed is not None:
+        with torch.no_grad():  # rows far from zero, so that a misplaced prefix id moves every score
+            m.prefix_embed.weight[1:].normal_(0, 1.0)
+    return m
 
 
 def make_batch():
@@ -34,10 +38,36 @@ def make_batch():
 
 def test_tokens_are_right_aligned_and_trimmed():
     m = make_model()
-    seq = m.tokens(make_batch(), with_target=True)
-    assert seq.shape == (3, 2 + 5 * 3)  # the longest row: bos, user, 4 history items + target, 3 codes each
+    seq, pids = m.tokens(make_batch(), with_target=True)
+    assert seq.shape == (3, 2 + 5 * 3) and pids is None  # the longest row: bos, user, 4 history items + target
     assert torch.equal(seq[:, -3:], m.sid_codes[make_batch()["target"]] + m.offsets)
     assert (seq[2, :9] == PAD).all() and (seq[2, 9:] != PAD).all()  # bos, user, 2 items: 9 pads in front
+
+
+def test_prefix_ids_follow_their_tokens():
+    """Each code token carries the id of its item's prefix up to it; bos, user and padding carry 0."""
+    m = make_model(prefix_embedding=True)
+    batch = make_batch()
+    seq, pids = m.tokens(batch, with_target=True)
+    assert pids.shape == seq.shape and ((pids == 0) | (seq >= m.offsets_list[0])).all()
+    assert torch.equal(pids[:, -3:], m.vocab.prefix_ids(batch["target"]))
+    assert torch.equal(pids[1, 2:5], m.vocab.prefix_ids(batch["history"][1, 0]))  # row 1's first history item
+    assert (pids[2, :12] == 0).all() and pids[2, 12] > 0  # 9 pads, bos, user, item 9's level-0 code; then its level 1
+    assert (pids[:, -3] == 0).all() and (pids[:, -2:] > 0).all()
+
+
+def test_the_prefix_embedding_reaches_the_loss():
+    """Prefix rows change the loss, and a prefix row of an item outside the batch does not."""
+    m = make_model(prefix_embedding=True)
+    batch = make_batch()
+    base = m(batch).loss
+    used = m.tokens(batch, with_target=True)[1].unique()
+    unused = [j for j in range(1, m.vocab.num_prefixes + 1) if j not in used.tolist()]
+    with torch.no_grad():
+        m.prefix_embed.weight[unused] += 1.0
+        torch.testing.assert_close(m(batch).loss, base)
+        m.prefix_embed.weight[used[used > 0]] += 1.0
+    assert not torch.isclose(m(batch).loss, base)
 
 
 def test_forward_loss_and_backward():
@@ -59,8 +89,9 @@ def test_loss_on_all_scores_every_item():
 @pytest.mark.parametrize(
     "attention,kw",
     [("sdpa", {}), ("eager", dict(positions="learned", mlp="gelu")), pytest.param("flex", dict(window=5), marks=pytest.mark.slow),
-     ("linear", dict(pack=False)), ("hstu", {}), ("sdpa", dict(num_user_tokens=0))],
-    ids=["sdpa", "eager-learned-gelu", "flex-window", "linear", "hstu", "no-user-token"],
+     ("linear", dict(pack=False)), ("hstu", {}), ("sdpa", dict(num_user_tokens=0)),
+     ("sdpa", dict(prefix_embedding=True))],
+    ids=["sdpa", "eager-learned-gelu", "flex-window", "linear", "hstu", "no-user-token", "prefix-embedding"],
 )
 def test_cached_decoding_equals_full_forward(attention, kw):
     """Teacher-forced log-probs of every item via the KV-cached step_fn equal those of one full forward pass."""
@@ -107,9 +138,10 @@ def test_recommend_returns_valid_distinct_items_ranked_like_exhaustive_search():
 
 SHARED_CASES = [("sdpa", {}), ("eager", {}), ("sdpa", dict(window=5)), ("sdpa", dict(window=1)), ("hstu", {}),
                 ("hstu", dict(window=4)), ("hstu", dict(window=1)), ("linear", dict(pack=False)),
-                ("sdpa", dict(num_user_tokens=0)), pytest.param("flex", dict(window=5), marks=pytest.mark.slow)]
+                ("sdpa", dict(num_user_tokens=0)), ("sdpa", dict(prefix_embedding=True)),
+                pytest.param("flex", dict(window=5), marks=pytest.mark.slow)]
 SHARED_IDS = ["sdpa", "eager", "sdpa-window", "sdpa-window-1", "hstu", "hstu-window", "hstu-window-1", "linear",
-              "no-user-token", "flex-window"]  # a window of 1 is shorter than the generated codes
+              "no-user-token", "prefix-embedding", "flex-window"]  # a window of 1 is shorter than the generated codes
 
 
 @pytest.mark.parametrize("attention,kw", SHARED_CASES, ids=SHARED_IDS)
@@ -266,10 +298,11 @@ def test_from_config_and_bad_values():
         DecoderRecommender(DecoderConfig(), "sdpa", None, [], max_history=4)
 
 
+@pytest.mark.parametrize("prefix", [False, True], ids=["codes", "prefix-embedding"])
 @pytest.mark.parametrize("loss_on", ["target", "all"])
 @pytest.mark.parametrize("attention", ["sdpa", "hstu"])
-def test_packed_batches_give_the_padded_loss(loss_on, attention):
-    m = make_model(attention, loss_on=loss_on)
+def test_packed_batches_give_the_padded_loss(loss_on, attention, prefix):
+    m = make_model(attention, loss_on=loss_on, prefix_embedding=prefix)
     b = {**make_batch(), "history": torch.tensor([[0, 0, 0, 7], [1, 2, 3, 4], [0, 0, 0, 9]])}
     examples = [{"user": int(b["user"][i]), "history": b["history"][i], "target": int(b["target"][i])} for i in range(3)]
     packed = m.collate(examples)

@@ -40,6 +40,19 @@ def test_item_scores_sum_the_level_log_probs_exactly():
             assert s[b, i].item() == pytest.approx(want.item(), abs=1e-6)
 
 
+def test_prefix_ids_by_hand():
+    """Prefixes (1, 2) and (3, 0) are ids 1 and 2 (trie node order), the three full IDs 3, 4, 5; level 0 gets 0."""
+    v = SidVocab(CODES, SIZES)
+    assert v.num_prefixes == 5
+    assert torch.equal(v.prefix_ids(torch.arange(4)), torch.tensor([[0, 0, 0], [0, 1, 3], [0, 2, 4], [0, 1, 5]]))
+    assert torch.equal(v.prefix_ids(torch.tensor([[2, 0]]), on_cpu=True), torch.tensor([[[0, 2, 4], [0, 0, 0]]]))
+    for m in range(len(SIZES) + 1):  # decoding reads the same ids from the generated codes
+        want = v.prefix_ids(torch.arange(1, 4))[:, m - 1] if m else torch.zeros(3, dtype=torch.long)
+        assert torch.equal(v.prefix_of(CODES[1:, :m]), want)
+    one = SidVocab(torch.tensor([[0], [2], [0]]), [3])  # one level: a code is its own prefix, nothing to add
+    assert one.num_prefixes == 0 and not one.prefix_ids(torch.arange(3)).any()
+
+
 def test_bad_codes_are_refused_with_the_owner_named():
     with pytest.raises(ValueError, match="model.kind='x' needs semantic IDs"):
         SidVocab(None, [], owner="model.kind='x'")
