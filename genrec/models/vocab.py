@@ -106,17 +106,17 @@ class SidVocab(nn.Module):
         return self._prefixes[device][items]
 
     def prefix_of(self, prefix: torch.Tensor) -> torch.Tensor:
-        """(R, m) codes of levels 0 .. m-1, a valid ID prefix per row -> (R,) its id as in ``prefix_ids`` (0 if m < 2).
+        """(R, m) codes of levels 0 .. m-1 -> (R,) the id of each prefix as in ``prefix_ids``; 0 if m < 2 or the
+        prefix names no item (a finished beam's filler).
 
         Decoding feeds generated codes one at a time; the id of the newest one's prefix is read from the trie.
         """
         m = prefix.shape[1]
         if m < 2:
             return torch.zeros(prefix.shape[0], dtype=torch.long, device=prefix.device)
-        node = self.trie().walk(prefix)  # level-m node, or the item id (1 .. N) when m = L
-        if m == self.num_levels:
-            node = node - 1
-        return 1 + self._prefix_starts()[m - 2] + node
+        node = self.trie().walk(prefix)  # level-m node, or the item id (1 .. N) when m = L; -1 if not in the trie
+        ids = 1 + self._prefix_starts()[m - 2] + node - int(m == self.num_levels)  # items count from 1
+        return torch.where(node >= 0, ids, 0)
 
     @property
     def num_prefixes(self) -> int:

@@ -49,6 +49,8 @@ def test_prefix_ids_by_hand():
     for m in range(len(SIZES) + 1):  # decoding reads the same ids from the generated codes
         want = v.prefix_ids(torch.arange(1, 4))[:, m - 1] if m else torch.zeros(3, dtype=torch.long)
         assert torch.equal(v.prefix_of(CODES[1:, :m]), want)
+    assert v.prefix_of(torch.tensor([[0, 0], [1, 1]])).tolist() == [0, 0]  # prefixes of no item
+    assert v.prefix_of(torch.tensor([[1, 2, 0], [1, 0, 0]])).tolist() == [3, 0]  # not in the trie: 0
     one = SidVocab(torch.tensor([[0], [2], [0]]), [3])  # one level: a code is its own prefix, nothing to add
     assert one.num_prefixes == 0 and not one.prefix_ids(torch.arange(3)).any()
 
