@@ -144,6 +144,9 @@ class DecoderConfig:
     # add a learned embedding of each code's ID prefix (levels 2 .. L; the full ID: one row per item) to its input
     # (prefix n-grams, Singh et al. 2024): every item gets an input row of its own while the codes stay shared
     prefix_embedding: bool = False
+    # score a code at levels 1 .. L-1 also by the prefix row it completes (h . code row + h . prefix row): the output
+    # side of prefix_embedding, tied to the same rows, so every item has an output row of its own at the last level
+    prefix_output: bool = False
 
 
 @dataclass

@@ -21,6 +21,8 @@ decoding continues each row at its own next position. Padding keys are masked (`
 up to and including this one, ``SidVocab.prefix_ids``): at the last level one row per item, so items that share
 content codes still differ at the input, while the output stays on the shared codes. A token's prefix is known
 when it is read (in training and when decoding feeds a generated code), so nothing of the code it predicts leaks.
+``model.decoder.prefix_output`` ties the same rows to the output: at level l >= 1 code c also scores
+``h . row(prefix + c)``, so at the last level every item has an output row of its own.
 
 Level l of an item is scored only over that level's K_l codes (``log_softmax`` over the level's block), in
 training and in decoding alike. ``model.decoder.loss_on``: "target" trains on the target item's L codes (TIGER's
@@ -250,6 +252,9 @@ class DecoderRecommender(SidModel):
         self.vocab = SidVocab(sid_codes, codebook_sizes, NUM_SPECIAL, dcfg.num_user_tokens, owner="model.kind='decoder'")
         lookup(LOSS_ON, dcfg.loss_on, field="model.decoder.loss_on")
         lookup({"rope": 1, "learned": 1}, dcfg.positions, field="model.decoder.positions")
+        if dcfg.prefix_output and not dcfg.prefix_embedding:
+            raise ValueError("model.decoder.prefix_output=true scores with the prefix rows: set "
+                             "model.decoder.prefix_embedding=true too")
         if dcfg.pack and attention == "linear":
             raise ValueError("model.attention='linear' cannot separate packed sequences (no doc_ids): "
                              "set model.decoder.pack=false")
@@ -333,11 +338,31 @@ class DecoderRecommender(SidModel):
         keep = self.static_shapes or bool(pad.any())  # (an unmasked batch takes sdpa's is_causal fast path)
         return self._run(seq, positions, pad if keep else None, caches, prefix_ids=prefix_ids)
 
-    def level_log_probs(self, h: torch.Tensor, level: int) -> torch.Tensor:
-        """(..., D) hidden states -> (..., K_level) log-probs over that level's codes (tied output embedding)."""
+    def level_log_probs(self, h: torch.Tensor, level: int, prefix: torch.Tensor | None = None) -> torch.Tensor:
+        """(..., D) hidden states -> (..., K_level) log-probs over that level's codes (tied output embedding).
+
+        With ``prefix_output`` and level >= 1, ``prefix`` (..., level) holds the item's codes before this level, and
+        code c scores ``h . code row + h . row of the prefix it completes`` (0 for a code that completes none).
+        """
         lo = self.offsets_list[level]
         w = self.embed.weight[lo : lo + self.codebook_sizes[level]]
-        return F.log_softmax((h @ w.t()).float(), dim=-1)
+        logits = h @ w.t()
+        if self.dcfg.prefix_output and level > 0:
+            logits = logits + self._prefix_scores(h, prefix)
+        return F.log_softmax(logits.float(), dim=-1)
+
+    def _prefix_scores(self, h: torch.Tensor, prefix: torch.Tensor) -> torch.Tensor:
+        """(..., D), (..., l) -> (..., K_l): h . row of each one-code extension of the prefix (0 where none).
+
+        One matmul against the rows of all prefixes of l + 1 codes (at most N), then a gather of each row's
+        children: (n, N) scores instead of an (n, K_l, D) gather of rows.
+        """
+        d, m = h.shape[-1], prefix.shape[-1]
+        ids = self.vocab.child_prefix_ids(prefix.reshape(-1, m))  # (n, K_l)
+        block = self.vocab.prefix_block(m + 1)
+        scores = F.pad(h.reshape(-1, d) @ self.prefix_embed.weight[block].t(), (1, 0))  # column 0: no prefix
+        local = torch.where(ids > 0, ids - block.start + 1, 0)
+        return scores.gather(1, local).view(*h.shape[:-1], -1)
 
     # ------------------------------------------------------------------------------------------ training
     def forward(self, batch: dict[str, torch.Tensor]) -> Output:
@@ -363,7 +388,10 @@ class DecoderRecommender(SidModel):
         for l in range(L):
             cols = torch.arange(s - L + l, -1, -L, device=seq.device)[:items]  # columns of level-l codes
             cols = cols[cols >= 1]
-            logp = self.level_log_probs(h[:, cols - 1], l)  # (B, n, K_l): the token before predicts the code
+            prefix = None
+            if self.dcfg.prefix_output and l > 0:  # the item's codes before level l: (B, n, l)
+                prefix = torch.stack([seq[:, (cols - l + j).clamp(min=0)] - self.offsets_list[j] for j in range(l)], -1)
+            logp = self.level_log_probs(h[:, cols - 1], l, prefix)  # (B, n, K_l): the token before predicts the code
             tgt = seq[:, cols] - self.offsets_list[l]
             valid = (seq[:, cols] >= self.offsets_list[0]) & (tgt >= 0) & (tgt < self.codebook_sizes[l])
             nll = -logp.gather(-1, tgt.clamp(min=0)[..., None]).squeeze(-1)
@@ -433,7 +461,11 @@ class DecoderRecommender(SidModel):
             sel = levels == l
             if not bool(sel.any()):
                 continue
-            logp = self.level_log_probs(h[sel], l)  # (n, K_l)
+            prefix = None
+            if self.dcfg.prefix_output and l > 0:  # the item's codes before level l end at the predicting token
+                prefix = torch.stack([torch.roll(tokens, l - 1 - j, dims=1)[sel] - self.offsets_list[j]
+                                      for j in range(l)], -1)
+            logp = self.level_log_probs(h[sel], l, prefix)  # (n, K_l)
             total = total - logp.gather(1, (nxt[sel] - self.offsets_list[l])[:, None]).sum()
             count += int(sel.sum())
         return Output(loss=total / max(count, 1), logits=None)
@@ -496,7 +528,7 @@ class DecoderRecommender(SidModel):
                 kpm = state["pad"] if state["pad"].any() else None
             pid = None if self.prefix_embed is None else self.vocab.prefix_of(prefix)[:, None]  # the fed code's prefix
             hid = self._run(tok, state["pos"][:, None], kpm, state["caches"], prefix_ids=pid)[:, -1]
-            return self.level_log_probs(hid, level)
+            return self.level_log_probs(hid, level, prefix)
 
         return step_fn
 

@@ -118,6 +118,23 @@ class SidVocab(nn.Module):
         ids = 1 + self._prefix_starts()[m - 2] + node - int(m == self.num_levels)  # items count from 1
         return torch.where(node >= 0, ids, 0)
 
+    def child_prefix_ids(self, prefix: torch.Tensor) -> torch.Tensor:
+        """(R, l) codes of levels 0 .. l-1 (1 <= l < L) -> (R, K_l): the ``prefix_ids`` id of each one-code
+        extension of the prefix, 0 where that code names no prefix of an item (or the prefix itself names none)."""
+        m = prefix.shape[1]
+        if not 1 <= m < self.num_levels:
+            raise ValueError(f"child_prefix_ids: prefixes of 1 .. {self.num_levels - 1} codes, got {m}")
+        trie = self.trie()
+        node = trie.walk(prefix)
+        child = trie.children(m, node.clamp(min=0))  # level-(m + 1) nodes, or item ids at the last level
+        ids = 1 + self._prefix_starts()[m - 1] + child - int(m + 1 == self.num_levels)
+        return torch.where((child >= 0) & (node >= 0)[:, None], ids, 0)
+
+    def prefix_block(self, length: int) -> slice:
+        """Ids of the prefixes of ``length`` codes (2 <= length <= L) among 1 .. ``num_prefixes``."""
+        starts = self._prefix_starts()
+        return slice(1 + starts[length - 2], 1 + starts[length - 1])
+
     @property
     def num_prefixes(self) -> int:
         """Distinct ID prefixes of length 2 .. L (the last length: one per item)."""

@@ -86,12 +86,36 @@ def test_loss_on_all_scores_every_item():
     assert torch.isfinite(everything) and not torch.isclose(target_only, everything)
 
 
+def test_prefix_output_scores_a_code_by_the_row_it_completes():
+    """Last level: log p(c | prefix) is the softmax of h . (code row + row of the item the code completes)."""
+    m = make_model(prefix_embedding=True, prefix_output=True)
+    g = torch.Generator().manual_seed(1)
+    h = torch.randn(5, 16, generator=g)
+    items = torch.tensor([1, 4, 8, 11, 15])
+    prefix = m.sid_codes[items, :2]  # each item's first two codes
+    lp = m.level_log_probs(h, 2, prefix)
+    codes = m.embed.weight[m.vocab.level_slice(2)]
+    want = []
+    for r in range(5):
+        row = h[r] @ codes.t()
+        for c in range(K[2]):
+            item = m.trie().lookup(torch.cat([prefix[r], torch.tensor([c])])[None])
+            if item > 0:  # this code completes an item: add that item's row
+                row[c] = row[c] + h[r] @ m.prefix_embed.weight[m.vocab.prefix_ids(item)[0, 2]]
+        want.append(row.log_softmax(-1))
+    torch.testing.assert_close(lp, torch.stack(want), rtol=1e-5, atol=1e-5)
+    plain = make_model(prefix_embedding=True)
+    plain.load_state_dict(m.state_dict())
+    assert (plain.level_log_probs(h, 2) - lp).abs().max() > 0.1  # the rows move the scores
+
+
 @pytest.mark.parametrize(
     "attention,kw",
     [("sdpa", {}), ("eager", dict(positions="learned", mlp="gelu")), pytest.param("flex", dict(window=5), marks=pytest.mark.slow),
      ("linear", dict(pack=False)), ("hstu", {}), ("sdpa", dict(num_user_tokens=0)),
-     ("sdpa", dict(prefix_embedding=True))],
-    ids=["sdpa", "eager-learned-gelu", "flex-window", "linear", "hstu", "no-user-token", "prefix-embedding"],
+     ("sdpa", dict(prefix_embedding=True)), ("sdpa", dict(prefix_embedding=True, prefix_output=True))],
+    ids=["sdpa", "eager-learned-gelu", "flex-window", "linear", "hstu", "no-user-token", "prefix-embedding",
+         "prefix-output"],
 )
 def test_cached_decoding_equals_full_forward(attention, kw):
     """Teacher-forced log-probs of every item via the KV-cached step_fn equal those of one full forward pass."""
@@ -139,9 +163,10 @@ def test_recommend_returns_valid_distinct_items_ranked_like_exhaustive_search():
 SHARED_CASES = [("sdpa", {}), ("eager", {}), ("sdpa", dict(window=5)), ("sdpa", dict(window=1)), ("hstu", {}),
                 ("hstu", dict(window=4)), ("hstu", dict(window=1)), ("linear", dict(pack=False)),
                 ("sdpa", dict(num_user_tokens=0)), ("sdpa", dict(prefix_embedding=True)),
+                ("hstu", dict(prefix_embedding=True, prefix_output=True)),
                 pytest.param("flex", dict(window=5), marks=pytest.mark.slow)]
 SHARED_IDS = ["sdpa", "eager", "sdpa-window", "sdpa-window-1", "hstu", "hstu-window", "hstu-window-1", "linear",
-              "no-user-token", "prefix-embedding", "flex-window"]  # a window of 1 is shorter than the generated codes
+              "no-user-token", "prefix-embedding", "prefix-output", "flex-window"]  # a window of 1 is shorter than the generated codes
 
 
 @pytest.mark.parametrize("attention,kw", SHARED_CASES, ids=SHARED_IDS)
@@ -294,15 +319,18 @@ def test_from_config_and_bad_values():
         make_model(heads=3)
     with pytest.raises(ValueError, match="model.decoder.pack=false"):
         make_model("linear")
+    with pytest.raises(ValueError, match="model.decoder.prefix_embedding=true"):
+        make_model(prefix_output=True)
     with pytest.raises(ValueError, match="sids build"):
         DecoderRecommender(DecoderConfig(), "sdpa", None, [], max_history=4)
 
 
-@pytest.mark.parametrize("prefix", [False, True], ids=["codes", "prefix-embedding"])
+@pytest.mark.parametrize("prefix", [{}, dict(prefix_embedding=True), dict(prefix_embedding=True, prefix_output=True)],
+                         ids=["codes", "prefix-embedding", "prefix-output"])
 @pytest.mark.parametrize("loss_on", ["target", "all"])
 @pytest.mark.parametrize("attention", ["sdpa", "hstu"])
 def test_packed_batches_give_the_padded_loss(loss_on, attention, prefix):
-    m = make_model(attention, loss_on=loss_on, prefix_embedding=prefix)
+    m = make_model(attention, loss_on=loss_on, **prefix)
     b = {**make_batch(), "history": torch.tensor([[0, 0, 0, 7], [1, 2, 3, 4], [0, 0, 0, 9]])}
     examples = [{"user": int(b["user"][i]), "history": b["history"][i], "target": int(b["target"][i])} for i in range(3)]
     packed = m.collate(examples)

@@ -51,6 +51,12 @@ def test_prefix_ids_by_hand():
         assert torch.equal(v.prefix_of(CODES[1:, :m]), want)
     assert v.prefix_of(torch.tensor([[0, 0], [1, 1]])).tolist() == [0, 0]  # prefixes of no item
     assert v.prefix_of(torch.tensor([[1, 2, 0], [1, 0, 0]])).tolist() == [3, 0]  # not in the trie: 0
+    assert v.prefix_block(2) == slice(1, 3) and v.prefix_block(3) == slice(3, 6)
+    kids = v.child_prefix_ids(torch.tensor([[1], [3], [0]]))  # level-1 codes completing (1, 2) and (3, 0); none
+    assert kids.tolist() == [[0, 0, 1], [2, 0, 0], [0, 0, 0]]
+    assert v.child_prefix_ids(torch.tensor([[1, 2], [3, 0], [3, 1]])).tolist() == [[3, 5], [0, 4], [0, 0]]
+    with pytest.raises(ValueError, match="prefixes of 1 .. 2 codes, got 3"):
+        v.child_prefix_ids(CODES[1:])
     one = SidVocab(torch.tensor([[0], [2], [0]]), [3])  # one level: a code is its own prefix, nothing to add
     assert one.num_prefixes == 0 and not one.prefix_ids(torch.arange(3)).any()
 
