@@ -72,7 +72,7 @@ class SidVocab(nn.Module):
         # forked worker must never touch a CUDA buffer
         self.cpu_codes, self.cpu_offsets = codes, torch.tensor(self.offsets_list)
         self._trie = None
-        self._trie_cpu = None  # for prefix ids (built on first use)
+        self._trie_cpu, self._starts = None, None  # for prefix ids (built on first use)
         self._prefixes: dict[torch.device, torch.Tensor] = {}  # (N + 1, L) prefix_ids table per device
 
     def level_slice(self, level: int) -> slice:
@@ -114,9 +114,7 @@ class SidVocab(nn.Module):
         m = prefix.shape[1]
         if m < 2:
             return torch.zeros(prefix.shape[0], dtype=torch.long, device=prefix.device)
-        node = self.trie().walk(prefix)  # level-m node, or the item id (1 .. N) when m = L; -1 if not in the trie
-        ids = 1 + self._prefix_starts()[m - 2] + node - int(m == self.num_levels)  # items count from 1
-        return torch.where(node >= 0, ids, 0)
+        return self._node_prefix_ids(m, self.trie().walk(prefix))
 
     def child_prefix_ids(self, prefix: torch.Tensor) -> torch.Tensor:
         """(R, l) codes of levels 0 .. l-1 (1 <= l < L) -> (R, K_l): the ``prefix_ids`` id of each one-code
@@ -127,8 +125,7 @@ class SidVocab(nn.Module):
         trie = self.trie()
         node = trie.walk(prefix)
         child = trie.children(m, node.clamp(min=0))  # level-(m + 1) nodes, or item ids at the last level
-        ids = 1 + self._prefix_starts()[m - 1] + child - int(m + 1 == self.num_levels)
-        return torch.where((child >= 0) & (node >= 0)[:, None], ids, 0)
+        return torch.where((node >= 0)[:, None], self._node_prefix_ids(m + 1, child), 0)
 
     def prefix_block(self, length: int) -> slice:
         """Ids of the prefixes of ``length`` codes (2 <= length <= L) among 1 .. ``num_prefixes``."""
@@ -140,29 +137,29 @@ class SidVocab(nn.Module):
         """Distinct ID prefixes of length 2 .. L (the last length: one per item)."""
         return self._prefix_starts()[-1]
 
+    def _node_prefix_ids(self, length: int, node: torch.Tensor) -> torch.Tensor:
+        """Trie nodes of prefixes of ``length`` codes (item ids when length = L, -1 for none) -> their ids (0: none)."""
+        ids = 1 + self._prefix_starts()[length - 2] + node - int(length == self.num_levels)  # items count from 1
+        return torch.where(node >= 0, ids, 0)
+
     def _prefix_starts(self) -> list[int]:
         """Where each prefix length's ids start (length 2 first), plus the total at the end."""
-        if self.num_levels < 2:
-            return [0]
-        nodes = self._cpu_trie().num_nodes[2:] + [self.num_items]  # distinct prefixes of length 2 .. L
-        return [sum(nodes[:i]) for i in range(len(nodes) + 1)]
+        if self._starts is None:
+            from ..generation import SidTrie
 
-    def _cpu_trie(self):
-        from ..generation import SidTrie
-
-        if self._trie_cpu is None:
             self._trie_cpu = SidTrie.from_codes(self.cpu_codes[1:], self.codebook_sizes)
-        return self._trie_cpu
+            nodes = self._trie_cpu.num_nodes[2:] + [self.num_items]  # distinct prefixes of length 2 .. L
+            self._starts = [sum(nodes[:i]) for i in range(len(nodes) + 1)] if self.num_levels > 1 else [0]
+        return self._starts
 
     def _prefix_table(self) -> torch.Tensor:
         """(N + 1, L) CPU table of ``prefix_ids``, built once from the trie."""
         cpu = torch.device("cpu")
         if cpu not in self._prefixes:
             table = torch.zeros(self.num_items + 1, self.num_levels, dtype=torch.long)
-            starts, trie = self._prefix_starts(), self._cpu_trie()
+            self._prefix_starts()
             for m in range(2, self.num_levels + 1):
-                node = trie.walk(self.cpu_codes[1:, :m])
-                table[1:, m - 1] = 1 + starts[m - 2] + (node - 1 if m == self.num_levels else node)
+                table[1:, m - 1] = self._node_prefix_ids(m, self._trie_cpu.walk(self.cpu_codes[1:, :m]))
             self._prefixes[cpu] = table
         return self._prefixes[cpu]
 
