@@ -44,13 +44,15 @@ class SidTrie:
         tables: list[torch.Tensor | tuple[torch.Tensor, torch.Tensor]],
         codebook_sizes: Sequence[int],
         num_items: int,
+        num_nodes: Sequence[int] | None = None,
     ):
         assert len(tables) == len(codebook_sizes)
         self.tables = tables  # per level: dense (num_nodes_l, K_l) int32, or CSR (keys (E,), children (E,))
         self.codebook_sizes = [int(k) for k in codebook_sizes]
         self.num_items = int(num_items)
         self.num_levels = len(codebook_sizes)
-        self.num_nodes = [self._level_nodes(l) for l in range(self.num_levels)]
+        self.num_nodes = (list(num_nodes) if num_nodes is not None  # counted once: a count reads the tables back
+                          else [self._level_nodes(l) for l in range(self.num_levels)])
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -127,7 +129,7 @@ class SidTrie:
         tables = [
             t.to(device) if isinstance(t, torch.Tensor) else (t[0].to(device), t[1].to(device)) for t in self.tables
         ]
-        return SidTrie(tables, self.codebook_sizes, self.num_items)
+        return SidTrie(tables, self.codebook_sizes, self.num_items, self.num_nodes)
 
     @property
     def device(self) -> torch.device:

@@ -276,6 +276,8 @@ class DecoderRecommender(SidModel):
         if self.prefix_embed is not None:
             with torch.no_grad():
                 self.prefix_embed.weight[0].zero_()  # id 0 (no prefix row) adds nothing
+        if dcfg.prefix_output:
+            self.vocab.trie()  # the training step walks it: build it here, not inside a (compiled) forward
 
     @staticmethod
     def _init(m):

@@ -163,6 +163,14 @@ class SidVocab(nn.Module):
             self._prefixes[cpu] = table
         return self._prefixes[cpu]
 
+    def _apply(self, fn, recurse=True):
+        # ``.to(device)`` moves a built trie with the buffers, so a forward never builds or copies one (under
+        # ``train.compile`` that would be host reads inside the compiled step)
+        super()._apply(fn, recurse)
+        if self._trie is not None and self._trie.device != self.codes.device:
+            self._trie = self._trie.to(self.codes.device)
+        return self
+
     def trie(self):
         """The ``SidTrie`` of every item's codes, built once per device of the vocabulary."""
         from ..generation import SidTrie

@@ -28,6 +28,15 @@ def test_trie_is_built_once_per_device_and_matches_the_codes():
     assert isinstance(t, SidTrie)
 
 
+def test_a_built_trie_follows_the_module_to_its_device():
+    """``model.to(device)`` moves the trie with the codes, so no forward has to build or copy it (the meta device
+    stands in for a GPU: a trie built there from meta codes would fail on its validity check)."""
+    v = SidVocab(CODES, SIZES)
+    v.trie()
+    v.to("meta")
+    assert v.codes.device.type == "meta" and v._trie.device.type == "meta" and v.trie() is v._trie
+
+
 def test_item_scores_sum_the_level_log_probs_exactly():
     v = SidVocab(CODES, SIZES)
     g = torch.Generator().manual_seed(0)

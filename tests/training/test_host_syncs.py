@@ -17,9 +17,9 @@ from genrec.training import loop
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
-def _model_and_batch(tmp_path, model_config, static_shapes):
+def _model_and_batch(tmp_path, model_config, static_shapes, overrides=()):
     cfg = load_config(["configs/tiny.yaml", model_config], [
-        f"tokenizer.out_dir={tmp_path}/sids", "tokenizer.rqvae.epochs=2", "model.decoder.pack=false"])
+        f"tokenizer.out_dir={tmp_path}/sids", "tokenizer.rqvae.epochs=2", "model.decoder.pack=false", *overrides])
     data = loop.load_dataset(cfg.data)
     ctx = loop.build_context(cfg, data)
     torch.manual_seed(0)
@@ -29,10 +29,14 @@ def _model_and_batch(tmp_path, model_config, static_shapes):
     return model, model.collate([ds[i] for i in range(16)])
 
 
-@pytest.mark.parametrize("model_config", ["configs/tiny/tiger.yaml", "configs/tiny/decoder.yaml"],
-                         ids=["tiger", "decoder"])
-def test_a_static_shape_training_step_is_one_graph(tmp_path, model_config):
-    model, batch = _model_and_batch(tmp_path, model_config, static_shapes=True)
+PREFIX_ROWS = ("model.decoder.prefix_embedding=true", "model.decoder.prefix_output=true")
+
+
+@pytest.mark.parametrize("model_config,overrides", [
+    ("configs/tiny/tiger.yaml", ()), ("configs/tiny/decoder.yaml", ()), ("configs/tiny/decoder.yaml", PREFIX_ROWS)],
+    ids=["tiger", "decoder", "decoder-prefix-rows"])
+def test_a_static_shape_training_step_is_one_graph(tmp_path, model_config, overrides):
+    model, batch = _model_and_batch(tmp_path, model_config, static_shapes=True, overrides=overrides)
     torch._dynamo.reset()
     compiled = torch.compile(model, backend="eager", fullgraph=True)
     compiled(batch).loss.backward()  # a training step (dropout on); raises on a graph break
