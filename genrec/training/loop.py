@@ -34,6 +34,7 @@ from .distributed import gathered, load_full_state_dict, trainable_state
 from ..models import ModelContext, build_model
 from ..data.samplers import BucketShuffle, EpochShuffle
 from .checkpoint import Checkpointer, RunLock
+from .clock import RunClock
 from .inputs import build_context, check_inputs, input_fingerprints, sids_fields
 from .naming import _flatten, run_name
 from .optim import build_optimizer
@@ -297,15 +298,25 @@ def _extendable(state: dict, tc) -> bool:
 
 def fit(run: Run) -> None:
     """Epochs until early stop, ``train.epochs`` or ``train.max_steps``; validation, best weights, checkpoints."""
+    clock = RunClock()  # running seconds: a stopped process (kill -STOP, Ctrl-Z) does not count its pause
+    try:
+        _fit(run, clock)
+    finally:
+        clock.close()
+
+
+def _fit(run: Run, clock: RunClock) -> None:
     tc, state, accelerator, model = run.cfg.train, run.state, run.accelerator, run.model
     optimizer, scheduler = run.optimizer, run.scheduler
-    seg = {"t": time.time()}
-    tokens = _TokenMeter(run)
+    seg = {"t": clock(), "paused": clock.paused}
+    tokens = _TokenMeter(run, clock)
 
     def save(**changes):
         state.update(changes)
-        state["train_seconds"] += time.time() - seg["t"]
-        seg["t"] = time.time()
+        now = clock()
+        state["train_seconds"] += now - seg["t"]
+        state["paused_seconds"] = state.get("paused_seconds", 0.0) + clock.paused - seg["paused"]
+        seg.update(t=now, paused=clock.paused)
         run.ckpt.save(state)
 
     model.train()
@@ -406,13 +417,13 @@ class _TokenMeter:
     (``real_tokens``, ``computed_tokens``, ``step_seconds``: a resumed run goes on counting). Counts stay on the
     device between flushes, so a step reads nothing back; a flush sums them over processes."""
 
-    def __init__(self, run: Run):
-        self.run, self.net = run, run.accelerator.unwrap_model(run.model)
+    def __init__(self, run: Run, clock: RunClock):
+        self.run, self.net, self.clock = run, run.accelerator.unwrap_model(run.model), clock
         self.real = torch.zeros((), dtype=torch.long, device=run.accelerator.device)
-        self.computed, self.t = 0, time.time()
+        self.computed, self.t = 0, clock()
 
     def start(self) -> None:
-        self.t = time.time()
+        self.t = self.clock()
 
     def add(self, batch: dict) -> None:
         counts = self.net.token_counts(batch)
@@ -423,8 +434,9 @@ class _TokenMeter:
     def flush(self, report_epoch: int = 0) -> None:
         """Move the counts into the state (every process calls it: the sum over processes is collective)."""
         state, accelerator = self.run.state, self.run.accelerator
-        state["step_seconds"] = state.get("step_seconds", 0.0) + time.time() - self.t
-        self.t = time.time()
+        now = self.clock()
+        state["step_seconds"] = state.get("step_seconds", 0.0) + now - self.t
+        self.t = now
         counts = torch.stack([self.real, torch.tensor(self.computed, device=self.real.device)])
         real, computed = accelerator.reduce(counts, "sum").tolist()
         state["real_tokens"] = state.get("real_tokens", 0) + real
@@ -509,7 +521,8 @@ def make_record(run: Run, results: dict) -> dict:
         # trained to its end (early stop, epochs or max_steps); False for train.finish=true on an unfinished run
         "training_finished": state.get("finished_by_user_at_epoch") is None,
         "global_steps": state["global_step"],
-        "train_seconds": round(state["train_seconds"], 1),
+        "train_seconds": round(state["train_seconds"], 1),  # running time: pauses of the process are left out
+        "paused_seconds": round(state.get("paused_seconds", 0.0), 1),  # and counted here (kill -STOP, Ctrl-Z)
         **token_fields(state),  # real (unpadded) training tokens, computed/real, real tokens/s of the steps
         "wall_seconds": round(time.time() - run.t0, 1),  # this start's; train_seconds sums every start
         **session_facts(run.run_dir),  # how many starts, on which devices and commits
