@@ -147,6 +147,9 @@ class DecoderConfig:
     # score a code at levels 1 .. L-1 also by the prefix row it completes (h . code row + h . prefix row): the output
     # side of prefix_embedding, tied to the same rows, so every item has an output row of its own at the last level
     prefix_output: bool = False
+    # 0: one prefix row per prefix (at the last level one per item); B > 0: a table of B rows, prefix id i on row
+    # 1 + (i - 1) mod B, for catalogs too large for a row per item (rows are then shared by unrelated prefixes)
+    prefix_buckets: int = 0
 
 
 @dataclass

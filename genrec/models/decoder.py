@@ -23,6 +23,8 @@ content codes still differ at the input, while the output stays on the shared co
 when it is read (in training and when decoding feeds a generated code), so nothing of the code it predicts leaks.
 ``model.decoder.prefix_output`` ties the same rows to the output: at level l >= 1 code c also scores
 ``h . row(prefix + c)``, so at the last level every item has an output row of its own.
+``model.decoder.prefix_buckets`` caps the rows at B for catalogs too large for a row per item: prefix id i uses row
+1 + (i - 1) mod B, so B consecutive prefixes (the trie numbers siblings consecutively) never share one.
 
 Level l of an item is scored only over that level's K_l codes (``log_softmax`` over the level's block), in
 training and in decoding alike. ``model.decoder.loss_on``: "target" trains on the target item's L codes (TIGER's
@@ -263,8 +265,11 @@ class DecoderRecommender(SidModel):
         self.max_positions = 2 + (max_history + 1) * self.num_levels
 
         self.embed = nn.Embedding(self.vocab_size, dcfg.dim)
-        self.prefix_embed = (nn.Embedding(self.vocab.num_prefixes + 1, dcfg.dim, padding_idx=0)
-                             if dcfg.prefix_embedding else None)
+        if dcfg.prefix_buckets < 0 or (dcfg.prefix_buckets and not dcfg.prefix_embedding):
+            raise ValueError(f"model.decoder.prefix_buckets={dcfg.prefix_buckets}: expected 0 (one row per prefix) or "
+                             f"a positive number of rows with model.decoder.prefix_embedding=true")
+        rows = min(dcfg.prefix_buckets or self.vocab.num_prefixes, self.vocab.num_prefixes)
+        self.prefix_embed = nn.Embedding(rows + 1, dcfg.dim, padding_idx=0) if dcfg.prefix_embedding else None
         self.pos = nn.Embedding(self.max_positions, dcfg.dim) if dcfg.positions == "learned" else None
         self.drop = nn.Dropout(dcfg.dropout)
         self.blocks = nn.ModuleList(Block(dcfg, attention) for _ in range(dcfg.layers))
@@ -324,7 +329,7 @@ class DecoderRecommender(SidModel):
     def _run(self, tokens, positions, key_padding_mask, caches=None, doc_ids=None, prefix_ids=None):
         x = self.embed(tokens)
         if prefix_ids is not None:
-            x = x + self.prefix_embed(prefix_ids)
+            x = x + self.prefix_embed(self._prefix_rows(prefix_ids))
         if self.pos is not None:
             x = x + self.pos(positions.clamp(max=self.max_positions - 1))
         rope = rope_cos_sin(positions, self.dcfg.dim // self.dcfg.heads) if self.dcfg.positions == "rope" else None
@@ -332,6 +337,12 @@ class DecoderRecommender(SidModel):
         for i, block in enumerate(self.blocks):
             x = block(x, rope, key_padding_mask, None if caches is None else caches[i], doc_ids)
         return self.norm(x)
+
+    def _prefix_rows(self, ids: torch.Tensor) -> torch.Tensor:
+        """The ``prefix_embed`` row of each prefix id: the id itself, or with ``prefix_buckets`` B the row
+        1 + (id - 1) mod B, which B consecutive prefixes never share (0, no prefix, stays 0)."""
+        b = self.dcfg.prefix_buckets
+        return ids if not b else torch.where(ids > 0, (ids - 1) % b + 1, 0)
 
     def hidden(self, seq: torch.Tensor, caches=None, prefix_ids: torch.Tensor | None = None) -> torch.Tensor:
         """Final hidden states (B, S, D) of right-aligned tokens (B, S) and their prefix ids (``tokens``)."""
@@ -362,7 +373,9 @@ class DecoderRecommender(SidModel):
         d, m = h.shape[-1], prefix.shape[-1]
         ids = self.vocab.child_prefix_ids(prefix.reshape(-1, m))  # (n, K_l)
         block = self.vocab.prefix_block(m + 1)
-        scores = F.pad(h.reshape(-1, d) @ self.prefix_embed.weight[block].t(), (1, 0))  # column 0: no prefix
+        rows = block if not self.dcfg.prefix_buckets else self._prefix_rows(
+            torch.arange(block.start, block.stop, device=h.device))
+        scores = F.pad(h.reshape(-1, d) @ self.prefix_embed.weight[rows].t(), (1, 0))  # column 0: no prefix
         local = torch.where(ids > 0, ids - block.start + 1, 0)
         return scores.gather(1, local).view(*h.shape[:-1], -1)
 

@@ -109,6 +109,29 @@ def test_prefix_output_scores_a_code_by_the_row_it_completes():
     assert (plain.level_log_probs(h, 2) - lp).abs().max() > 0.1  # the rows move the scores
 
 
+@pytest.mark.parametrize("buckets", [4, 26, 100])
+def test_prefix_buckets_score_as_the_full_table_with_shared_rows(buckets):
+    """A table of B prefix rows trains and decodes as the one-row-per-prefix table whose row i is row
+    1 + (i - 1) mod B of the B-row table (B below, at and above the 26 prefixes of the tiny catalog)."""
+    from genrec.generation import exhaustive_scores
+
+    full = make_model(prefix_embedding=True, prefix_output=True)
+    n = full.vocab.num_prefixes
+    assert n == 26  # 11 prefixes of two codes and 15 items: the cases above stay below, at and above it
+    hashed = make_model(prefix_embedding=True, prefix_output=True, prefix_buckets=buckets)
+    assert hashed.prefix_embed.num_embeddings == min(buckets, n) + 1
+    rows = hashed._prefix_rows(torch.arange(n + 1))
+    assert rows[0] == 0 and rows[1:].max() == min(buckets, n) and (rows[1:] > 0).all()
+    state = hashed.state_dict()
+    state["prefix_embed.weight"] = hashed.prefix_embed.weight.detach()[rows]
+    full.load_state_dict(state)
+    batch = make_batch()
+    with torch.no_grad():
+        torch.testing.assert_close(hashed(batch).loss, full(batch).loss)
+        torch.testing.assert_close(exhaustive_scores(hashed.make_step_fn(batch), hashed.sid_codes[1:], batch_size=3),
+                                   exhaustive_scores(full.make_step_fn(batch), full.sid_codes[1:], batch_size=3))
+
+
 @pytest.mark.parametrize(
     "attention,kw",
     [("sdpa", {}), ("eager", dict(positions="learned", mlp="gelu")), pytest.param("flex", dict(window=5), marks=pytest.mark.slow),
@@ -321,6 +344,10 @@ def test_from_config_and_bad_values():
         make_model("linear")
     with pytest.raises(ValueError, match="model.decoder.prefix_embedding=true"):
         make_model(prefix_output=True)
+    with pytest.raises(ValueError, match="model.decoder.prefix_buckets=8: expected 0"):
+        make_model(prefix_buckets=8)
+    with pytest.raises(ValueError, match="model.decoder.prefix_buckets=-1: expected 0"):
+        make_model(prefix_embedding=True, prefix_buckets=-1)
     with pytest.raises(ValueError, match="sids build"):
         DecoderRecommender(DecoderConfig(), "sdpa", None, [], max_history=4)
 
