@@ -33,8 +33,9 @@ PREFIX_ROWS = ("model.decoder.prefix_embedding=true", "model.decoder.prefix_outp
 
 
 @pytest.mark.parametrize("model_config,overrides", [
-    ("configs/tiny/tiger.yaml", ()), ("configs/tiny/decoder.yaml", ()), ("configs/tiny/decoder.yaml", PREFIX_ROWS)],
-    ids=["tiger", "decoder", "decoder-prefix-rows"])
+    ("configs/tiny/tiger.yaml", ()), ("configs/tiny/decoder.yaml", ()), ("configs/tiny/decoder.yaml", PREFIX_ROWS),
+    ("configs/tiny/decoder.yaml", (*PREFIX_ROWS, "model.decoder.prefix_buckets=16"))],
+    ids=["tiger", "decoder", "decoder-prefix-rows", "decoder-prefix-buckets"])
 def test_a_static_shape_training_step_is_one_graph(tmp_path, model_config, overrides):
     model, batch = _model_and_batch(tmp_path, model_config, static_shapes=True, overrides=overrides)
     torch._dynamo.reset()
