@@ -148,7 +148,8 @@ class DecoderConfig:
     # side of prefix_embedding, tied to the same rows, so every item has an output row of its own at the last level
     prefix_output: bool = False
     # 0: one prefix row per prefix (at the last level one per item); B > 0: a table of B rows, prefix id i on row
-    # 1 + (i - 1) mod B, for catalogs too large for a row per item (rows are then shared by unrelated prefixes)
+    # 1 + (i - 1) mod B, for catalogs too large for a row per item (rows are then shared by unrelated prefixes; the
+    # output side scores against the B rows, not one per prefix)
     prefix_buckets: int = 0
 
 

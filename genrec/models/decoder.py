@@ -24,7 +24,8 @@ when it is read (in training and when decoding feeds a generated code), so nothi
 ``model.decoder.prefix_output`` ties the same rows to the output: at level l >= 1 code c also scores
 ``h . row(prefix + c)``, so at the last level every item has an output row of its own.
 ``model.decoder.prefix_buckets`` caps the rows at B for catalogs too large for a row per item: prefix id i uses row
-1 + (i - 1) mod B, so B consecutive prefixes (the trie numbers siblings consecutively) never share one.
+1 + (i - 1) mod B (at the last level the ids follow the item ids, so items B ids apart share a row), and the output
+side scores against the B rows instead of a row per prefix.
 
 Level l of an item is scored only over that level's K_l codes (``log_softmax`` over the level's block), in
 training and in decoding alike. ``model.decoder.loss_on``: "target" trains on the target item's L codes (TIGER's
@@ -340,7 +341,7 @@ class DecoderRecommender(SidModel):
 
     def _prefix_rows(self, ids: torch.Tensor) -> torch.Tensor:
         """The ``prefix_embed`` row of each prefix id: the id itself, or with ``prefix_buckets`` B the row
-        1 + (id - 1) mod B, which B consecutive prefixes never share (0, no prefix, stays 0)."""
+        1 + (id - 1) mod B (0, no prefix, stays 0)."""
         b = self.dcfg.prefix_buckets
         return ids if not b else torch.where(ids > 0, (ids - 1) % b + 1, 0)
 
@@ -372,11 +373,12 @@ class DecoderRecommender(SidModel):
         """
         d, m = h.shape[-1], prefix.shape[-1]
         ids = self.vocab.child_prefix_ids(prefix.reshape(-1, m))  # (n, K_l)
-        block = self.vocab.prefix_block(m + 1)
-        rows = block if not self.dcfg.prefix_buckets else self._prefix_rows(
-            torch.arange(block.start, block.stop, device=h.device))
-        scores = F.pad(h.reshape(-1, d) @ self.prefix_embed.weight[rows].t(), (1, 0))  # column 0: no prefix
-        local = torch.where(ids > 0, ids - block.start + 1, 0)
+        if self.dcfg.prefix_buckets:  # against the B rows (n, B), whichever prefixes they hold
+            rows, local = self.prefix_embed.weight[1:], self._prefix_rows(ids)
+        else:
+            block = self.vocab.prefix_block(m + 1)
+            rows, local = self.prefix_embed.weight[block], torch.where(ids > 0, ids - block.start + 1, 0)
+        scores = F.pad(h.reshape(-1, d) @ rows.t(), (1, 0))  # column 0: no prefix
         return scores.gather(1, local).view(*h.shape[:-1], -1)
 
     # ------------------------------------------------------------------------------------------ training

@@ -1,7 +1,8 @@
 """Seconds a run was running: monotonic time less the time its process was stopped.
 
 A run's ``train_seconds`` and the seconds of its training steps (``real_tokens_per_s``) should not count the time
-the process was stopped (``kill -STOP``, Ctrl-Z, a suspended VM or laptop). A stopped process cannot see the signal
+the process was stopped (``kill -STOP``, Ctrl-Z; a suspended system stops monotonic time itself, so its sleep is
+counted nowhere). A stopped process cannot see the signal
 that stops it (SIGSTOP cannot be caught), so a daemon thread watches the clock instead: it wakes every ``interval``
 seconds, and when a wake-up comes more than ``threshold`` seconds late, the lateness is counted as a pause. Every
 read of the clock makes the same check first, so a read that comes before the watcher woke up again already
@@ -23,7 +24,7 @@ class RunClock:
         self.interval, self.threshold, self._now = interval, threshold, now
         self.paused = 0.0
         self._last = now()
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # ``read`` ticks under it
         self._stop = threading.Event()
         self._thread = None
         if watch:
@@ -45,7 +46,13 @@ class RunClock:
             self._last = now
             return now - self.paused
 
-    __call__ = tick
+    def __call__(self) -> float:
+        return self.tick()
+
+    def read(self) -> tuple[float, float]:
+        """(running time, seconds paused so far), read together: a pause is in exactly one of them."""
+        with self._lock:
+            return self.tick(), self.paused
 
     def close(self) -> None:
         self._stop.set()

@@ -308,15 +308,15 @@ def fit(run: Run) -> None:
 def _fit(run: Run, clock: RunClock) -> None:
     tc, state, accelerator, model = run.cfg.train, run.state, run.accelerator, run.model
     optimizer, scheduler = run.optimizer, run.scheduler
-    seg = {"t": clock(), "paused": clock.paused}
+    seg = dict(zip(("t", "paused"), clock.read()))
     tokens = _TokenMeter(run, clock)
 
     def save(**changes):
         state.update(changes)
-        now = clock()
+        now, paused = clock.read()
         state["train_seconds"] += now - seg["t"]
-        state["paused_seconds"] = state.get("paused_seconds", 0.0) + clock.paused - seg["paused"]
-        seg.update(t=now, paused=clock.paused)
+        state["paused_seconds"] = state.get("paused_seconds", 0.0) + paused - seg["paused"]
+        seg.update(t=now, paused=paused)
         run.ckpt.save(state)
 
     model.train()
@@ -619,6 +619,7 @@ def trained_facts(run_dir: str, model: torch.nn.Module) -> dict | None:
         "epochs_run": state.get("epoch"),
         "global_steps": state.get("global_step"),
         "train_seconds": round(state.get("train_seconds", 0.0), 1),
+        "paused_seconds": round(state.get("paused_seconds", 0.0), 1),
         **token_fields(state),
         "num_params": sum(p.numel() for p in model.parameters()),
         "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
