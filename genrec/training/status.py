@@ -143,7 +143,8 @@ def run_status(run_dir: str) -> dict:
            "evaluations_in_progress": _partial_evaluations(run_dir)}
     if result is not None:
         out["record"] = {k: result.get(k) for k in ("metrics", "users_evaluated", "best_epoch", "epochs_run",
-                                                    "global_steps", "train_seconds", "real_tokens_per_s",
+                                                    "global_steps", "train_seconds", "paused_seconds",
+                                                    "real_tokens_per_s",
                                                     "git_commit")}
     # a record is the run's current result unless training went on after it (train.epochs raised)
     current = result is not None and (state is None or (state.get("done") and
@@ -164,7 +165,7 @@ def run_status(run_dir: str) -> dict:
     out.update(
         epochs_done=state["epoch"], batch_in_epoch=state.get("batch_in_epoch", 0), global_steps=step,
         steps_per_epoch=spe, total_steps=total, train_seconds=round(state.get("train_seconds", 0.0), 1),
-        **token_fields(state), **pace, monitor=tc.get("monitor"), best=state.get("best"),
+        paused_seconds=round(state.get("paused_seconds", 0.0), 1), **token_fields(state), **pace, monitor=tc.get("monitor"), best=state.get("best"),
         best_epoch=state.get("best_epoch"), validation_history=state.get("history", []))
     per_step = pace.get("session_seconds_per_step") or pace["seconds_per_step"]
     if total and per_step and not state.get("done"):
@@ -191,7 +192,9 @@ def format_status(s: dict) -> str:
     if "global_steps" in s:
         lines.append(f"  checkpoint: {s['epochs_done']} of {s['of_epochs']} epochs done, step {s['global_steps']:,}"
                      + (f" of {s['total_steps']:,}" if s.get("total_steps") else "")
-                     + f" ({s['steps_per_epoch'] or '?'} per epoch); {s['train_seconds'] / 3600:.2f} h trained")
+                     + f" ({s['steps_per_epoch'] or '?'} per epoch); {s['train_seconds'] / 3600:.2f} h trained"
+                     + (f" (and {s['paused_seconds'] / 3600:.2f} h stopped, not counted)" if s.get("paused_seconds")
+                        else ""))
         if s.get("seconds_per_step"):
             pace = (f"  pace: {s['seconds_per_step']} s/step, {s['real_tokens_per_s']} real tokens/s over the run"
                     + (f"; this session {s['session_seconds_per_step']} s/step, {s['session_real_tokens_per_s']} "

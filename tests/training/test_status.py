@@ -10,7 +10,7 @@ import pytest
 from genrec.cli import main
 from genrec.config import load_config
 from genrec.training import loop
-from genrec.training.status import SESSIONS_FILE, run_status
+from genrec.training.status import SESSIONS_FILE, format_status, run_status
 
 
 def _cfg(tmp_path, *o):
@@ -165,3 +165,14 @@ def test_out_is_written_even_when_the_reader_of_the_printout_goes_away(tmp_path)
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 1 and "Traceback" not in err, err
     assert json.loads(out.read_text())["run_folder"] == run
+
+
+def test_time_a_run_was_stopped_is_shown_apart_from_its_training_time(tmp_path):
+    run = _folder(tmp_path, "train.epochs=3", state={"epoch": 1, "global_step": 100, "paused_seconds": 1800.0},
+                  sessions=[{"steps_per_epoch": 100, "start_step": 0}])
+    s = run_status(run)
+    assert (s["train_seconds"], s["paused_seconds"]) == (120.0, 1800.0)
+    assert "0.03 h trained (and 0.50 h stopped, not counted)" in format_status(s)
+    plain = run_status(_folder(tmp_path / "b", "train.epochs=3", state={"epoch": 1, "global_step": 100},
+                               sessions=[{"steps_per_epoch": 100, "start_step": 0}]))
+    assert plain["paused_seconds"] == 0.0 and "stopped, not counted" not in format_status(plain)
