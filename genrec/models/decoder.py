@@ -368,8 +368,8 @@ class DecoderRecommender(SidModel):
     def _prefix_scores(self, h: torch.Tensor, prefix: torch.Tensor) -> torch.Tensor:
         """(..., D), (..., l) -> (..., K_l): h . row of each one-code extension of the prefix (0 where none).
 
-        One matmul against the rows of all prefixes of l + 1 codes (at most N), then a gather of each row's
-        children: (n, N) scores instead of an (n, K_l, D) gather of rows.
+        One matmul against the rows of all prefixes of l + 1 codes (at most N; with ``prefix_buckets`` the B rows),
+        then a gather of each row's children: (n, N) scores instead of an (n, K_l, D) gather of rows.
         """
         d, m = h.shape[-1], prefix.shape[-1]
         ids = self.vocab.child_prefix_ids(prefix.reshape(-1, m))  # (n, K_l)

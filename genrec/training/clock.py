@@ -2,12 +2,12 @@
 
 A run's ``train_seconds`` and the seconds of its training steps (``real_tokens_per_s``) should not count the time
 the process was stopped (``kill -STOP``, Ctrl-Z; a suspended system stops monotonic time itself, so its sleep is
-counted nowhere). A stopped process cannot see the signal
-that stops it (SIGSTOP cannot be caught), so a daemon thread watches the clock instead: it wakes every ``interval``
-seconds, and when a wake-up comes more than ``threshold`` seconds late, the lateness is counted as a pause. Every
-read of the clock makes the same check first, so a read that comes before the watcher woke up again already
-excludes the pause. Pauses shorter than ``threshold`` are counted as running time; the threshold is well above
-how long a busy machine leaves a runnable thread waiting, or a long C call holds the interpreter lock.
+counted nowhere). A stopped process cannot see the signal that stops it (SIGSTOP cannot be caught), so a daemon
+thread watches the clock instead: it wakes every ``interval`` seconds, and when a wake-up comes more than
+``threshold`` seconds late, the lateness is counted as a pause. Every read of the clock makes the same check
+first, so a read that comes before the watcher woke up again already excludes the pause. Pauses shorter than
+``threshold`` are counted as running time; the threshold is well above how long a busy machine leaves a runnable
+thread waiting, or a long C call holds the interpreter lock.
 """
 from __future__ import annotations
 
