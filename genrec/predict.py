@@ -37,7 +37,8 @@ class TrainedRun:
 
     @torch.no_grad()
     def recommend(self, histories: list[list[int]] | torch.Tensor, k: int = 10,
-                  users: list[int] | torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                  users: list[int] | torch.Tensor | None = None, times: list[list[int]] | torch.Tensor | None = None,
+                  at: list[int] | torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Top-k items for each history.
 
         Args:
@@ -45,6 +46,8 @@ class TrainedRun:
                 (B, T) left-padded tensor.
             k: items per user.
             users: user rows (0..U-1) for models with user tokens; default 0 for all.
+            times, at: for models that read timestamps (``model.times_for``, e.g. HSTU's time bias): the time of
+                each history item (laid out as ``histories``) and the time of each request, in seconds.
 
         Returns:
             items (B, k) long and scores (B, k) float, best first (0 / -inf where fewer than k items exist).
@@ -53,6 +56,10 @@ class TrainedRun:
         from .evaluation.metrics import mask_seen_scores
 
         t = self.cfg.data.max_history
+        times_for = getattr(self.model, "times_for", "")
+        if times_for and (times is None or at is None):
+            raise ValueError(f"this run was trained with {times_for}=true: recommend() needs times= (each history "
+                             f"item's timestamp) and at= (the time of each request)")
         if torch.is_tensor(histories):
             seen = histories
         else:  # the model reads the last t items; exclude_history masks every past one, or those t (scope window)
@@ -61,9 +68,14 @@ class TrainedRun:
             histories = seen[:, -t:] if longest >= t else torch.nn.functional.pad(seen, (t - longest, 0))
             if self.cfg.eval.exclude_scope == "window":  # HSTU's protocol: only the items the model reads
                 seen = histories
+        if times_for and not torch.is_tensor(times):  # laid out as the history the model reads
+            times = torch.from_numpy(np.stack([left_pad(np.asarray(x, dtype=np.int64), histories.shape[1])
+                                               for x in times]))
         b = histories.shape[0]
         users = torch.zeros(b, dtype=torch.long) if users is None else torch.as_tensor(users, dtype=torch.long)
         batch = {"user": users, "history": histories, "target": torch.zeros(b, dtype=torch.long)}
+        if times_for:
+            batch["history_times"], batch["target_time"] = times, torch.as_tensor(at, dtype=torch.long)
         exclude = self.cfg.eval.exclude_history
         if ranks_by(self.model) == "score":
             scores = self.model.score(batch).float().clone()  # a model may return an expanded view (pop)
@@ -128,7 +140,8 @@ def predict(run: TrainedRun, k: int = 10, split: str = "test", users: list[str] 
     """A pandas DataFrame with one row per (user, rank): user, user_row, rank, item, score, title, target.
 
     ``users``: original user ids (as in the data files) to recommend for; default every user. ``target`` is
-    the held-out item of ``split`` (0 for ``next``).
+    the held-out item of ``split`` (0 for ``next``). A model that reads timestamps gets the held-out item's time as
+    the request time, and for ``next`` the time of the user's last interaction.
     """
     import pandas as pd
 
@@ -149,7 +162,11 @@ def predict(run: TrainedRun, k: int = 10, split: str = "test", users: list[str] 
         chunk = rows[lo : lo + batch_size]
         seqs = [data.sequences[r] for r in chunk]
         hist = [s[: len(s) - cut] for s in seqs]
-        items, scores = run.recommend(hist, k, users=chunk)
+        timed = {}
+        if getattr(run.model, "times_for", "") and data.times is not None:
+            ts = [data.times[r] for r in chunk]
+            timed = {"times": [x[: len(x) - cut] for x in ts], "at": [int(x[len(x) - max(cut, 1)]) for x in ts]}
+        items, scores = run.recommend(hist, k, users=chunk, **timed)
         targets = [int(s[len(s) - cut]) if cut else 0 for s in seqs]
         for j, r in enumerate(chunk):
             for rank in range(items.shape[1]):

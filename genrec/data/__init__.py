@@ -101,14 +101,18 @@ def load_dataset(cfg: DataConfig) -> InteractionData:
                                 f"data.root to the folder that holds {rel!r}, or data.path to the files.")
     data = reader(path, cfg.name, cfg)
     if cfg.kcore and reader_name != "amazon_raw":
-        seqs = kcore({u: list(s) for u, s in zip(data.users, data.sequences)}, cfg.kcore)
+        before_seqs = {u: list(s) for u, s in zip(data.users, data.sequences)}
+        seqs = kcore(before_seqs, cfg.kcore)
         before = data.num_users
-        from .interactions import from_user_sequences
+        from .interactions import from_user_sequences, times_after_filter
+
+        times = None if data.times is None else times_after_filter(
+            before_seqs, {u: t.tolist() for u, t in zip(data.users, data.times)}, seqs)
 
         # item_key records the id in the source; a stale item_id from the file would name the wrong item
         meta = {i + 1: {k: v for k, v in m.items() if k != "item_id"} for i, m in enumerate(data.items)}
         items_before, skipped = data.num_items, dict(data.skipped)  # keep the reader's counts
-        data = from_user_sequences(data.name, seqs, meta, data.source)
+        data = from_user_sequences(data.name, seqs, meta, data.source, times)
         data.skipped = {**skipped, **data.skipped}
         data.skipped[f"users_removed_by_{cfg.kcore}_core"] = before - data.num_users
         data.skipped[f"items_removed_by_{cfg.kcore}_core"] = items_before - data.num_items

@@ -20,7 +20,7 @@ import re
 
 import numpy as np
 
-from .interactions import InteractionData, from_user_sequences, kcore as kcore_filter
+from .interactions import InteractionData, from_user_sequences, kcore as kcore_filter, times_after_filter
 
 log = logging.getLogger(__name__)
 
@@ -189,24 +189,27 @@ def read_amazon_raw(path: str, name: str = "amazon_raw", kcore: int = 5) -> Inte
     skipped: dict[str, int] = {}
     raw_interactions = sum(len(v) for v in by_user.values())
     seqs: dict[str, list[str]] = {}
+    times: dict[str, list[int]] = {}
     duplicates = 0
     for user in sorted(by_user):
         events = sorted(by_user[user], key=lambda e: e[0])  # stable: equal times keep file order
-        seen, seq = set(), []
-        for _, asin in events:
+        seen, seq, ts = set(), [], []
+        for t, asin in events:
             if asin in seen:
                 duplicates += 1
                 continue
             seen.add(asin)
             seq.append(asin)
-        seqs[user] = seq
+            ts.append(t)
+        seqs[user], times[user] = seq, ts
     if duplicates:
         skipped["duplicate_user_item_pairs"] = duplicates
         log.warning("%s: kept the first of each repeated (user, item) pair; skipped %d repeats", reviews_path,
                     duplicates)
     n_users, n_items = len(seqs), len({i for s in seqs.values() for i in s})
     n_inter = sum(len(s) for s in seqs.values())
-    seqs = kcore_filter(seqs, kcore)
+    before, seqs = seqs, kcore_filter(seqs, kcore)
+    times = times_after_filter(before, times, seqs)
     if kcore > 1:
         kept_items = len({i for s in seqs.values() for i in s})
         skipped[f"users_removed_by_{kcore}_core"] = n_users - len(seqs)
@@ -231,7 +234,7 @@ def read_amazon_raw(path: str, name: str = "amazon_raw", kcore: int = 5) -> Inte
                 skipped["duplicate_metadata_rows"] = skipped.get("duplicate_metadata_rows", 0) + 1  # first kept
             elif asin in wanted:
                 meta[asin] = {k: rec.get(k) for k in RAW_ITEM_FIELDS}
-    data = from_user_sequences(name, seqs, meta, source=reviews_path)
+    data = from_user_sequences(name, seqs, meta, source=reviews_path, user_times=times)
     for asin, row in zip((r["item_key"] for r in data.items), data.items):
         for k in RAW_ITEM_FIELDS:
             row.setdefault(k, None)

@@ -2,7 +2,9 @@
 
 Every reader returns an ``InteractionData``. Item ids are dense integers 1..N (0 is padding); ``items[i]`` is the
 metadata dict of item ``i + 1`` (keys such as ``title``, ``brand``, ``categories``, ``description``, ``price``;
-values may be ``None``). ``sequences[u]`` is user ``users[u]``'s items, oldest first.
+values may be ``None``). ``sequences[u]`` is user ``users[u]``'s items, oldest first, and ``times[u]`` (readers whose
+files have timestamps: MovieLens ``ratings.dat``, a user table, McAuley's raw reviews) the time of each, in whole
+seconds; ``times`` is ``None`` for files without them.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ class InteractionData:
     items: list[dict]  # row i = item i + 1
     source: str = ""  # where it was read from
     skipped: dict[str, int] = field(default_factory=dict)  # reason -> count, for everything not kept
+    times: list[np.ndarray] | None = None  # per user: int64 seconds of each interaction, non-decreasing; or None
 
     @property
     def num_items(self) -> int:
@@ -52,6 +55,19 @@ class InteractionData:
                 bad = lo if lo < 1 else hi
                 raise ValueError(f"{self.source}: user {self.users[u]} has item id {bad}, expected 1..{n} "
                                  f"(the item table has {n} rows)")
+        if self.times is not None:
+            if len(self.times) != len(self.sequences):
+                raise ValueError(f"{self.source}: timestamps for {len(self.times)} users, sequences for "
+                                 f"{len(self.sequences)}")
+            for u, (seq, t) in enumerate(zip(self.sequences, self.times)):
+                if len(t) != len(seq):
+                    raise ValueError(f"{self.source}: user {self.users[u]} has {len(seq)} items but {len(t)} "
+                                     f"timestamps")
+                if len(t) > 1 and (np.diff(t) < 0).any():
+                    r = int(np.flatnonzero(np.diff(t) < 0)[0])
+                    raise ValueError(f"{self.source}: user {self.users[u]}'s timestamps go back in time at "
+                                     f"interaction {r + 2} ({int(t[r])} then {int(t[r + 1])}); sequences must be in "
+                                     f"time order")
         return self
 
     def stats(self) -> dict:
@@ -84,7 +100,25 @@ def drop_short(data: InteractionData, min_len: int) -> InteractionData:
         data.skipped[f"users_shorter_than_{min_len}"] = data.skipped.get(f"users_shorter_than_{min_len}", 0) + dropped
     data.sequences = [data.sequences[i] for i in keep]
     data.users = data.users[keep]
+    if data.times is not None:
+        data.times = [data.times[i] for i in keep]
     return data
+
+
+def times_after_filter(before: dict, times: dict, kept: dict) -> dict:
+    """The timestamps of the sequences a k-core kept: ``kept[u]`` is ``before[u]`` with some items removed (by
+    identity, so every occurrence of a removed item goes), ``times[u]`` the timestamps of ``before[u]``.
+
+    Raises:
+        ValueError: a kept sequence is not its original with items removed (the filter broke that contract).
+    """
+    out = {}
+    for u, new in kept.items():
+        keep = set(new)
+        if [i for i in before[u] if i in keep] != list(new):
+            raise ValueError(f"user {u}: the filtered sequence is not the original with items removed")
+        out[u] = [t for i, t in zip(before[u], times[u]) if i in keep]
+    return out
 
 
 def kcore(user_items: dict, k: int) -> dict:
@@ -113,12 +147,14 @@ def kcore(user_items: dict, k: int) -> dict:
             return data
 
 
-def from_user_sequences(name: str, user_seqs: dict, item_meta: dict, source: str) -> InteractionData:
+def from_user_sequences(name: str, user_seqs: dict, item_meta: dict, source: str,
+                        user_times: dict | None = None) -> InteractionData:
     """Renumber items densely 1..N by first appearance in user order and build the InteractionData.
 
     Args:
         user_seqs: original user id -> list of original item ids, time-ordered.
         item_meta: original item id -> metadata dict (missing items get ``{}`` and are counted).
+        user_times: original user id -> the timestamps of its items (seconds), when the source has them.
     """
     item_index: dict = {}
     sequences = []
@@ -133,6 +169,8 @@ def from_user_sequences(name: str, user_seqs: dict, item_meta: dict, source: str
             meta = {}
         items.append({"item_key": str(orig), **meta})
     data = InteractionData(name, sequences, np.array(list(user_seqs.keys()), dtype=object), items, source)
+    if user_times is not None:
+        data.times = [np.asarray(user_times[u], dtype=np.int64) for u in user_seqs]
     if missing:
         log.warning("%s: %d items have no metadata row", name, missing)
         data.skipped["items_without_metadata"] = missing

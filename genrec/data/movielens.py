@@ -56,10 +56,11 @@ def read_movies(path: str) -> dict[int, dict]:
     return movies
 
 
-def read_ratings(path: str) -> dict[int, list[int]]:
-    """Read ``UserID::MovieID::Rating::Timestamp`` lines into per-user movie lists in time order.
+def read_ratings(path: str) -> tuple[dict[int, list[int]], dict[int, list[int]]]:
+    """Read ``UserID::MovieID::Rating::Timestamp`` lines into per-user movie lists in time order, and their times.
 
     Users come out in increasing UserID order; movies rated in the same second keep their file order (stable sort).
+    Returns ``(movies, timestamps)``, both keyed by UserID.
 
     Raises:
         ValueError: a line without four ``::`` integer fields (file:line).
@@ -79,7 +80,8 @@ def read_ratings(path: str) -> dict[int, list[int]]:
                 raise ValueError(f"{path}:{lineno}: expected 'UserID::MovieID::Rating::Timestamp' (integers), "
                                  f"got {line.strip()[:80]!r}") from None
             by_user.setdefault(user, []).append((t, movie))
-    return {u: [m for _, m in sorted(by_user[u], key=lambda e: e[0])] for u in sorted(by_user)}
+    events = {u: sorted(by_user[u], key=lambda e: e[0]) for u in sorted(by_user)}
+    return {u: [m for _, m in ev] for u, ev in events.items()}, {u: [t for t, _ in ev] for u, ev in events.items()}
 
 
 def read_movielens(path: str, name: str = "movielens") -> InteractionData:
@@ -107,8 +109,9 @@ def read_movielens(path: str, name: str = "movielens") -> InteractionData:
                          f"(e.g. data.path={seq_file}) or remove the other")
     if chosen == "sequences.txt":
         ratings = os.path.join(path, "-")  # read the sequences file even though ratings.dat exists
+    user_times = None  # sequences.txt has no timestamps
     if os.path.isfile(ratings):
-        source, user_seqs = ratings, read_ratings(ratings)
+        source, (user_seqs, user_times) = ratings, read_ratings(ratings)
     elif os.path.isfile(seq_file):
         source = seq_file
         users, seqs = read_sequence_file(seq_file)
@@ -125,7 +128,7 @@ def read_movielens(path: str, name: str = "movielens") -> InteractionData:
         if unknown:
             raise ValueError(f"{source}: user {u} rated MovieID {unknown[0]}, which {os.path.join(path, 'movies.dat')} "
                              f"does not list")
-    data = from_user_sequences(name, user_seqs, movies, source)
+    data = from_user_sequences(name, user_seqs, movies, source, user_times)
     data.users = np.array(list(user_seqs), dtype=np.int64)
     if empty:
         data.skipped["empty_sequences"] = len(empty)

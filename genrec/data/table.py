@@ -151,7 +151,8 @@ def _item_table(path: str) -> dict[str, dict]:
 
 
 def parse_timestamps(col, path: str) -> np.ndarray:
-    """One sortable float per row: numbers as they are (epoch seconds, or any order key), or ISO 8601 dates.
+    """One sortable float per row: numbers as they are (epoch seconds, or any order key), or ISO 8601 dates as
+    seconds since the epoch (with their fractions).
 
     Every row must be of one kind. A column that mixes numbers and dates, or holds a date that is not ISO 8601
     (``03/05/2014`` is ambiguous), is refused naming the first offending row: sorting such a column as text would
@@ -176,7 +177,8 @@ def parse_timestamps(col, path: str) -> np.ndarray:
         r = int(np.flatnonzero(bad)[0])
         raise ValueError(f"{path}: data row {r + 1} has timestamp {text.iloc[r]!r}, which is not a number or an "
                          f"ISO 8601 date (e.g. 2014-03-05 or 2014-03-05T10:00:00Z)")
-    return (dates.astype("int64") // 1000).to_numpy(dtype=float)  # microseconds since the epoch
+    # seconds since the epoch, whatever unit pandas stores the dates in
+    return ((dates - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(seconds=1)).to_numpy(dtype=float)
 
 
 def read_table(path: str, name: str = "table") -> InteractionData:
@@ -209,17 +211,25 @@ def read_table(path: str, name: str = "table") -> InteractionData:
                              f"{frame.iloc[r][list(REQUIRED)].to_dict()}")
     users = [canonical_id(v) for v in frame["user_id"].tolist()]
     items = [canonical_id(v) for v in frame["item_id"].tolist()]
-    order = np.lexsort((np.arange(len(frame)), parse_timestamps(frame["timestamp"], inter_path)))  # stable by time
+    keys = parse_timestamps(frame["timestamp"], inter_path)
+    order = np.lexsort((np.arange(len(frame)), keys))  # stable by time
+    in_range = bool((np.abs(keys) < 2.0**62).all())  # order keys beyond int64 still sort, but are no times
+    if not in_range:
+        log.warning("%s: timestamps beyond +-2^62 are used for ordering only; models that read times "
+                    "(model.hstu.time_bias) cannot use this table", inter_path)
+    seconds = np.floor(keys).astype(np.int64) if in_range else np.zeros(len(keys), dtype=np.int64)
     by_user: dict[str, list[str]] = {}
+    by_user_times: dict[str, list[int]] = {}
     for r in order:
         by_user.setdefault(users[r], []).append(items[r])
+        by_user_times.setdefault(users[r], []).append(int(seconds[r]))
     # numeric user ids sort as numbers, others as text
     # (ids beyond int64, e.g. 26 digits, stay text: they cannot be stored as numbers without losing digits)
     numeric = all(u.lstrip("-").isdigit() and abs(int(u)) < 2**63 for u in by_user)
     user_seqs = {u: by_user[u] for u in sorted(by_user, key=(lambda u: int(u)) if numeric else None)}
     # without an item file every item simply has no text: nothing to count as missing
     meta = _item_table(items_path) if items_path else {i: {} for i in set(items)}
-    data = from_user_sequences(name, user_seqs, meta, inter_path)
+    data = from_user_sequences(name, user_seqs, meta, inter_path, by_user_times if in_range else None)
     columns = list(dict.fromkeys(k for row in meta.values() for k in row))  # ordered: same output every run
     for row in data.items:  # every row gets the same keys, None where the item table has no row
         for k in columns:

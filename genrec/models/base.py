@@ -55,6 +55,9 @@ class Recommender(nn.Module):
     # True (set by ``train.compile``): batches keep their padded width, so no step reads lengths back to the host
     # to trim them; one compiled graph serves every batch and the step can be captured as a CUDA graph.
     static_shapes: bool = False
+    # The config key that makes this model read each interaction's timestamp ('' = it reads none): the data must
+    # have them, and batches then carry ``*_times`` (``genrec.data.Split``)
+    times_for: str = ""
 
     def forward(self, batch: dict[str, torch.Tensor]) -> Output:
         raise NotImplementedError

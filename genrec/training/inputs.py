@@ -41,6 +41,8 @@ def input_fingerprints(data, ctx: ModelContext) -> dict:
     h.update(np.concatenate(data.sequences).astype(np.int64).tobytes() if data.sequences else b"")
     h.update(json.dumps(data.items, sort_keys=True, default=str).encode())
     out = {"data": h.hexdigest()[:16], "data_source": data.source}
+    if data.times is not None:
+        out["times"] = hashlib.sha256(np.concatenate(data.times).astype(np.int64).tobytes()).hexdigest()[:16]
     if ctx.sid_codes is not None:
         out["semantic_ids"] = hashlib.sha256(ctx.sid_codes.numpy().tobytes()).hexdigest()[:16]
     return out
@@ -52,7 +54,10 @@ def check_inputs(run_dir: str, saved_state: dict, inputs: dict) -> None:
     if not saved:  # checkpoints written before fingerprints existed
         return
     for key, what in (("data", f"the data ({inputs.get('data_source') or 'generated'})"),
-                      ("semantic_ids", "the semantic IDs (artifact rebuilt from other embeddings or settings)")):
+                      ("semantic_ids", "the semantic IDs (artifact rebuilt from other embeddings or settings)"),
+                      ("times", "the interactions' timestamps")):
+        if key == "times" and key not in saved:  # saved before timestamps were kept
+            continue
         if saved.get(key) != inputs.get(key):
             raise ValueError(f"{run_dir} was trained on other inputs: {what} changed since (fingerprint "
                              f"{saved.get(key)} -> {inputs.get(key)}). Start a new run (name=... or another "

@@ -214,10 +214,10 @@ def setup(cfg: ExperimentConfig) -> Run:
 
     data = load_dataset(cfg.data)
     check_cutoffs(cfg, data.num_items)
-    split = Split(data, cfg.data.max_history, cfg.data.train_on_valid)
     ctx = build_context(cfg, data, accelerator)
     set_seed(cfg.seed)  # the model's init depends on the seed alone, not on whether the ID artifact was cached
     model = build_model(cfg, ctx)
+    split = Split(data, cfg.data.max_history, cfg.data.train_on_valid, times_for=model.times_for)
     model.static_shapes = tc.compile
     run = Run(cfg, name, run_dir, accelerator, data, split, ctx, model, precision, commit, t0, lock)
     train_ds = model.train_dataset(split)
@@ -573,7 +573,7 @@ def evaluate_run(run_dir: str, overrides: list[str]) -> dict:
     cfg, data, finished = trained.cfg, trained.data, trained.finished
     name = cfg.name or os.path.basename(os.path.normpath(run_dir))
     accelerator = Accelerator(mixed_precision=_precision(cfg.train))
-    split = Split(data, cfg.data.max_history, cfg.data.train_on_valid)
+    split = Split(data, cfg.data.max_history, cfg.data.train_on_valid, times_for=trained.model.times_for)
     model = accelerator.prepare(trained.model)
     if weights and _file_sha256(best) != weights["sha256"]:  # rewritten while loading (a run still training)
         weights = None

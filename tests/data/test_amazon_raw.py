@@ -52,6 +52,7 @@ def test_two_core_by_hand(tmp_path):
     data = read_amazon_raw(build(tmp_path / "raw"), "beauty", kcore=2)
     assert data.users.tolist() == ["U1", "U2"]
     assert [s.tolist() for s in data.sequences] == [[1, 2, 3], [2, 1, 3]]
+    assert [t.tolist() for t in data.times] == [[100, 100, 200], [10, 20, 40]]  # C (50) gone; A's first review kept
     assert [r["asin"] for r in data.items] == ["A", "B", "F"]
     assert data.skipped == {
         "duplicate_user_item_pairs": 1,

@@ -9,12 +9,12 @@ import torch.nn.functional as F
 from genrec.config import load_config
 from genrec.models import build_model
 from genrec.models.base import ModelContext
-from genrec.models.hstu import HSTU, HSTUBlock
+from genrec.models.hstu import HSTU, HSTUBlock, request_times, time_gap_buckets
 from genrec.models.losses import item_loss
 
 
-def block_reference(blk: HSTUBlock, x: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
-    """One HSTU layer, position by position and head by head."""
+def block_reference(blk: HSTUBlock, x: torch.Tensor, pad: torch.Tensor, gaps=None) -> torch.Tensor:
+    """One HSTU layer, position by position and head by head (``gaps``: (B, T, T) time buckets)."""
     b, t, _ = x.shape
     out = torch.zeros_like(x)
     for bi in range(b):
@@ -32,6 +32,8 @@ def block_reference(blk: HSTUBlock, x: torch.Tensor, pad: torch.Tensor) -> torch
                 for j in keys:
                     table = blk.rel_bias[0 if len(blk.rel_bias) == 1 else hh]  # one table shared, or one per head
                     rab = table[min(max(j - i, -(blk.max_len - 1)), blk.max_len - 1) + blk.max_len - 1]
+                    if gaps is not None:
+                        rab = rab + blk.time_bias[0 if len(blk.time_bias) == 1 else hh][gaps[bi, i, j]]
                     acc = acc + F.silu(q[i, qs] @ k[j, qs] + rab) * v[j, ks]
                 heads.append(acc / (blk.max_len if blk.reference else max(len(keys), 1)))
             attn = torch.cat(heads)
@@ -39,18 +41,56 @@ def block_reference(blk: HSTUBlock, x: torch.Tensor, pad: torch.Tensor) -> torch
     return out
 
 
-@pytest.mark.parametrize("reference,shared_bias", [(False, False), (True, False), (True, True)])
-def test_hstu_block_equals_the_loop_reference(reference, shared_bias):
+@pytest.mark.parametrize("reference,shared_bias,time_buckets", [(False, False, 0), (True, False, 0), (True, True, 0),
+                                                                (False, False, 6), (True, True, 6)])
+def test_hstu_block_equals_the_loop_reference(reference, shared_bias, time_buckets):
     torch.manual_seed(0)
     blk = HSTUBlock(dim=8, heads=2, dqk=3, dv=4, max_len=5, dropout=0.0, reference=reference,
-                    shared_bias=shared_bias).eval()
+                    shared_bias=shared_bias, time_buckets=time_buckets).eval()
     assert (blk.uvqk.bias is None) == reference and (blk.norm_in.weight is None) == reference
     assert blk.rel_bias.shape == (1 if shared_bias else 2, 9)
     torch.nn.init.normal_(blk.rel_bias, std=0.5)
+    gaps = None
+    if time_buckets:
+        assert blk.time_bias.shape == (1 if shared_bias else 2, 7)
+        torch.nn.init.normal_(blk.time_bias, std=0.5)
+        gaps = torch.randint(0, 7, (2, 5, 5))
     x = torch.randn(2, 5, 8)
     pad = torch.tensor([[True, True, False, False, False], [False] * 5])
     with torch.no_grad():
-        assert torch.allclose(blk(x, pad), block_reference(blk, x, pad), atol=1e-5)
+        assert torch.allclose(blk(x, pad, gaps), block_reference(blk, x, pad, gaps), atol=1e-5)
+
+
+def test_time_gap_buckets_are_hstus_log_buckets():
+    """floor(ln(max(|gap|, 1)) / 0.301), clipped: 0 s and 1 s -> 0, 2 s -> 2, a minute -> 13, an hour -> 27, a day
+    -> 37; beyond the last bucket -> the last; a key after the query (negative gap) by its size."""
+    gaps = torch.tensor([0, 1, 2, 59, 60, 3600, 86400, 10**10, -3600])
+    got = time_gap_buckets(gaps[None], torch.zeros(1, 1, dtype=torch.long), 40)[0, :, 0]
+    assert got.tolist() == [0, 0, 2, 13, 13, 27, 37, 40, 27]
+    assert time_gap_buckets(torch.tensor([[100, 500]]), torch.tensor([[40, 100]]), 128).tolist() == [[[13, 0], [20, 19]]]
+
+
+def test_time_bias_reads_gaps_only():
+    """States depend on times only through their differences (a shift changes nothing); the target's time reaches the
+    last position only, and does reach it."""
+    torch.manual_seed(0)
+    m = HSTU(num_items=10, max_len=4, dim=8, layers=2, heads=2, dqk=4, dv=4, dropout=0.0, time_buckets=60).eval()
+    for blk in m.blocks:
+        torch.nn.init.normal_(blk.time_bias, std=1.0)
+    batch = {"history": torch.tensor([[0, 4, 2, 9], [3, 1, 5, 8]]),
+             "history_times": torch.tensor([[0, 10, 70, 4000], [5, 6, 7, 90000]]),
+             "target_time": torch.tensor([4100, 200000])}
+    shifted = {**batch, "history_times": batch["history_times"] + 10**9, "target_time": batch["target_time"] + 10**9}
+    shifted["history_times"][0, 0] = 0  # the padding slot's time is never read
+    with torch.no_grad():
+        torch.testing.assert_close(m.score(shifted), m.score(batch))
+        later = {**batch, "target_time": batch["target_time"] * 1000}
+        h = m.encode(batch["history"], batch["history_times"], request_times(batch))
+        h_later = m.encode(later["history"], later["history_times"], request_times(later))
+    torch.testing.assert_close(h[:, :-1], h_later[:, :-1])
+    assert (h[:, -1] - h_later[:, -1]).abs().amax(-1).min() > 1e-3
+    with pytest.raises(ValueError, match=r"model.hstu.time_bias=true needs \['history_times', 'target_time'\]"):
+        m.score({"history": batch["history"]})
 
 
 def test_reference_details_make_states_independent_of_left_padding():
@@ -173,3 +213,26 @@ def test_sasrec_mask_padding_makes_states_independent_of_left_padding(heads):
     loss = m({"input": padded, "labels": torch.where(padded > 0, padded % 10 + 1, 0)}).loss
     loss.backward()
     assert all(torch.isfinite(p.grad).all() for p in m.parameters() if p.grad is not None)
+
+
+def test_time_bias_step_is_one_graph_and_runs_under_bf16_autocast():
+    """The time bias adds no host read (dynamo fullgraph, as ``train.compile`` needs) and keeps the bf16 training
+    step finite with fp32 scores (the GPU precision, on CPU)."""
+    torch.manual_seed(0)
+    m = HSTU(num_items=20, max_len=5, dim=8, layers=2, heads=2, dqk=4, dv=4, dropout=0.1, loss="ce", time_buckets=40)
+    batch = {"input": torch.tensor([[0, 3, 4, 5, 6], [1, 2, 3, 4, 5]]),
+             "labels": torch.tensor([[0, 4, 5, 6, 7], [2, 3, 4, 5, 6]]),
+             "input_times": torch.tensor([[0, 10, 50, 900, 86400], [1, 2, 3, 4, 5]]),
+             "label_times": torch.tensor([[0, 50, 900, 86400, 90000], [2, 3, 4, 5, 600]])}
+    torch._dynamo.reset()
+    compiled = torch.compile(m, backend="eager", fullgraph=True)
+    compiled(batch).loss.backward()
+    assert all(blk.time_bias.grad.abs().sum() > 0 for blk in m.blocks)
+    m.eval()
+    torch.testing.assert_close(compiled(batch).loss, m(batch).loss)
+    torch._dynamo.reset()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.isfinite(m(batch).loss)
+        scores = m.score({"history": batch["input"], "history_times": batch["input_times"],
+                          "target_time": torch.tensor([90000, 600])})
+    assert scores.dtype == torch.float32 and torch.isfinite(scores).all()
