@@ -192,7 +192,7 @@ class HSTUConfig:
     # bias, positions from the oldest item, its initialisation
     reference_details: bool = False
     shared_bias: bool = False  # one relative-position table per layer for all heads (the research code's)
-    # HSTU's relative time bias: a learned weight per log2-bucket of the time between the request and each history
+    # HSTU's relative time bias: a learned weight per log-bucket of the time between the request and each history
     # item; needs data with timestamps (MovieLens ratings.dat, a user table), not sequences.txt
     time_bias: bool = False
     time_buckets: int = 128  # buckets 0..time_buckets, bucket = floor(ln(max(|gap seconds|, 1)) / 0.301)

@@ -57,9 +57,15 @@ class TrainedRun:
 
         t = self.cfg.data.max_history
         times_for = getattr(self.model, "times_for", "")
-        if times_for and (times is None or at is None):
-            raise ValueError(f"this run was trained with {times_for}=true: recommend() needs times= (each history "
-                             f"item's timestamp) and at= (the time of each request)")
+        if times_for:
+            if times is None or at is None:
+                raise ValueError(f"this run was trained with {times_for}=true: recommend() needs times= (each "
+                                 f"history item's timestamp) and at= (the time of each request)")
+            lengths, got = _row_lengths(histories), _row_lengths(times)
+            if got != lengths or len(at) != len(histories):
+                raise ValueError(f"recommend(): times= needs one timestamp per history item (history lengths "
+                                 f"{lengths[:5]}, times {got[:5]}) and at= one time per history ({len(at)} for "
+                                 f"{len(histories)})")
         if torch.is_tensor(histories):
             seen = histories
         else:  # the model reads the last t items; exclude_history masks every past one, or those t (scope window)
@@ -95,6 +101,10 @@ class TrainedRun:
         return items[:, :k], scores[:, :k]
 
 
+def _row_lengths(rows) -> list[int]:
+    return [rows.shape[1]] * len(rows) if torch.is_tensor(rows) else [len(x) for x in rows]
+
+
 def load_run(run_dir: str, overrides: list[str] | tuple[str, ...] = ()) -> TrainedRun:
     """Rebuild a trained run's model from ``<run_dir>/config.yaml`` and ``best_model.pt`` (CPU, eval mode).
 
@@ -124,13 +134,13 @@ def load_run(run_dir: str, overrides: list[str] | tuple[str, ...] = ()) -> Train
     ctx = build_context(cfg, data, None)
     state_path = os.path.join(run_dir, "checkpoint", "trainer_state.json")
     finished = False
-    inputs = input_fingerprints(data, ctx)
+    model = build_model(cfg, ctx)  # before the check: whether its fingerprint covers the timestamps
+    inputs = input_fingerprints(data, ctx, times=bool(model.times_for))
     if os.path.isfile(state_path):
         with open(state_path) as f:
             state = json.load(f)
         check_inputs(run_dir, state, inputs)
         finished = bool(state.get("done")) and state.get("finished_by_user_at_epoch") is None
-    model = build_model(cfg, ctx)
     load_full_state_dict(model, model, torch_load(best_path, "best weights", "re-train the run", map_location="cpu"))
     return TrainedRun(cfg, data, model.eval(), run_dir, finished, inputs)
 

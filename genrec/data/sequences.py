@@ -45,7 +45,8 @@ class Split:
         if self.times_for and self.data.times is None:
             raise ValueError(f"{self.times_for}=true reads the time of each interaction, but "
                              f"{self.data.source or self.data.name} has no timestamps (MovieLens ratings.dat, a "
-                             f"user table and McAuley's raw reviews have them; sequences.txt files do not); set "
+                             f"user table with times within +-2^62 and McAuley's raw reviews have them; "
+                             f"sequences.txt files do not); set "
                              f"{self.times_for}=false or read a file with timestamps")
 
     @property

@@ -178,7 +178,7 @@ def parse_timestamps(col, path: str) -> np.ndarray:
         raise ValueError(f"{path}: data row {r + 1} has timestamp {text.iloc[r]!r}, which is not a number or an "
                          f"ISO 8601 date (e.g. 2014-03-05 or 2014-03-05T10:00:00Z)")
     # seconds since the epoch, whatever unit pandas stores the dates in
-    return ((dates - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(seconds=1)).to_numpy(dtype=float)
+    return ((dates - pd.Timestamp(0, tz="UTC").as_unit(dates.dt.unit)) / pd.Timedelta(seconds=1)).to_numpy(dtype=float)
 
 
 def read_table(path: str, name: str = "table") -> InteractionData:

@@ -47,13 +47,14 @@ from .losses import item_loss
 
 def time_gap_buckets(query_times: torch.Tensor, key_times: torch.Tensor, num_buckets: int) -> torch.Tensor:
     """(B, T, T) bucket of ``query_times[b, i] - key_times[b, j]``: ``floor(ln(max(|gap|, 1)) / 0.301)`` clipped to
-    ``0 .. num_buckets`` (HSTU's log2-like buckets: 1 s -> 0, 1 min -> 13, 1 day -> 37, 1 year -> 57).
+    ``0 .. num_buckets`` (HSTU's log buckets, about 2.3 per doubling: 1 s -> 0, 1 min -> 13, 1 day -> 37,
+    1 year -> 57).
 
     Args:
         query_times: (B, T) int64 time of the request each position answers.
         key_times: (B, T) int64 time of each history item.
     """
-    gap = (query_times[:, :, None] - key_times[:, None, :]).abs().clamp(min=1)
+    gap = (query_times.long()[:, :, None] - key_times.long()[:, None, :]).abs().clamp(min=1)  # int64: exact seconds
     return (torch.log(gap.float()) / 0.301).long().clamp(0, num_buckets)
 
 
@@ -112,6 +113,7 @@ class HSTUBlock(nn.Module):
         v = v.view(b, t, self.heads, self.dv).transpose(1, 2)
         scores = q @ k.transpose(-1, -2) + self.bias(t, x.device)  # (B, H, T, T)
         if self.time_bias is not None:
+            assert gaps is not None, "a block with a time bias needs the time-gap buckets"
             scores = scores + self.time_bias[:, gaps].transpose(0, 1)  # (H or 1, B, T, T) -> (B, H or 1, T, T)
         a = F.silu(scores)
         allowed = torch.ones(t, t, dtype=torch.bool, device=x.device).tril()[None, None] & ~pad[:, None, None, :]
@@ -136,7 +138,7 @@ class HSTU(Recommender):
                  shared_bias: bool = False, time_buckets: int = 0):
         super().__init__()
         if time_buckets < 0:
-            raise ValueError(f"model.hstu.time_buckets={time_buckets}: expected >= 1")
+            raise ValueError(f"time_buckets={time_buckets}: expected >= 0 (0 = no time bias)")
         self.num_items, self.dim, self.reference = num_items, dim, reference
         self.time_buckets = time_buckets
         self.times_for = "model.hstu.time_bias" if time_buckets else ""

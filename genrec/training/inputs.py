@@ -31,8 +31,9 @@ def build_context(cfg: ExperimentConfig, data, accelerator: Accelerator | None =
     return ctx
 
 
-def input_fingerprints(data, ctx: ModelContext) -> dict:
-    """Hashes of what a run trains on: the interactions and item table, and the semantic IDs (generative models).
+def input_fingerprints(data, ctx: ModelContext, times: bool = False) -> dict:
+    """Hashes of what a run trains on: the interactions and item table, the semantic IDs (generative models), and
+    the timestamps (``times``: models that read them; others are unaffected by a change of times).
 
     Stored in the checkpoint and the record; a resume or ``genrec eval`` on changed inputs stops (``check_inputs``).
     """
@@ -41,7 +42,7 @@ def input_fingerprints(data, ctx: ModelContext) -> dict:
     h.update(np.concatenate(data.sequences).astype(np.int64).tobytes() if data.sequences else b"")
     h.update(json.dumps(data.items, sort_keys=True, default=str).encode())
     out = {"data": h.hexdigest()[:16], "data_source": data.source}
-    if data.times is not None:
+    if times and data.times is not None:
         out["times"] = hashlib.sha256(np.concatenate(data.times).astype(np.int64).tobytes()).hexdigest()[:16]
     if ctx.sid_codes is not None:
         out["semantic_ids"] = hashlib.sha256(ctx.sid_codes.numpy().tobytes()).hexdigest()[:16]
@@ -56,7 +57,7 @@ def check_inputs(run_dir: str, saved_state: dict, inputs: dict) -> None:
     for key, what in (("data", f"the data ({inputs.get('data_source') or 'generated'})"),
                       ("semantic_ids", "the semantic IDs (artifact rebuilt from other embeddings or settings)"),
                       ("times", "the interactions' timestamps")):
-        if key == "times" and key not in saved:  # saved before timestamps were kept
+        if key == "times" and key not in saved:  # a model that reads no times
             continue
         if saved.get(key) != inputs.get(key):
             raise ValueError(f"{run_dir} was trained on other inputs: {what} changed since (fingerprint "

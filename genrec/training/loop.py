@@ -246,7 +246,7 @@ def setup(cfg: ExperimentConfig) -> Run:
                       f"folder {run_dir}")
 
     run.ckpt = Checkpointer(run_dir, accelerator)
-    run.inputs = input_fingerprints(data, ctx)
+    run.inputs = input_fingerprints(data, ctx, times=bool(model.times_for))
     run.state = {"epoch": 0, "batch_in_epoch": 0, "global_step": 0, "best": -1.0, "best_epoch": -1, "bad_evals": 0,
                  "history": [], "done": False, "train_seconds": 0.0, "inputs": run.inputs,
                  "step_seconds": 0.0, "real_tokens": 0, "computed_tokens": 0}

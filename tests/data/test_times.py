@@ -41,6 +41,12 @@ def test_table_times_are_whole_seconds_of_numbers_and_iso_dates(tmp_path):
                   "timestamp": ["1970-01-01T00:01:00Z", "1970-01-01T00:00:01.5Z", "1970-01-02"]}).to_csv(
         tmp_path / "d.csv", index=False)
     assert read_table(str(tmp_path / "d.csv")).times[0].tolist() == [1, 60, 86400]
+    # dates beyond datetime64[ns] (1677-2262), e.g. a 9999-12-31 sentinel, still sort and convert
+    pd.DataFrame({"user_id": [1, 1, 1], "item_id": ["a", "b", "c"],
+                  "timestamp": ["9999-12-31", "1500-01-01", "2000-01-01"]}).to_csv(tmp_path / "far.csv", index=False)
+    data = read_table(str(tmp_path / "far.csv"))
+    assert [data.items[i - 1]["item_key"] for i in data.sequences[0]] == ["b", "c", "a"]
+    assert data.times[0].tolist() == [-14831769600, 946684800, 253402214400]
 
 
 def test_kcore_and_short_user_filters_keep_times_aligned(tmp_path):
@@ -82,6 +88,10 @@ def test_examples_carry_the_times_of_their_items_and_target():
     ex = UserSequenceDataset(split)[0]
     assert ex["history_times"].tolist() == [10, 20, 30] and ex["target_time"] == 40
     assert "history_times" not in EvalDataset(Split(data, max_history=3), "test")[0]  # only when a model reads them
+    hstu = Split(data, max_history=3, train_on_valid=True, times_for="model.hstu.time_bias")  # through the valid item
+    ex = SequenceDataset(hstu)[0]
+    assert ex["labels"].tolist() == [3, 4, 5] and ex["label_times"].tolist() == [30, 40, 50]
+    assert ex["input_times"].tolist() == [20, 30, 40]
 
 
 def test_a_model_that_reads_times_refuses_data_without_them():

@@ -32,8 +32,8 @@ def _cfg(tmp_path, time_bias):
         "model.kind=hstu", "model.hstu.dim=16", "model.hstu.dqk=8", "model.hstu.dv=8", "model.hstu.dropout=0.0",
         "model.hstu.loss=ce", f"model.hstu.time_bias={str(time_bias).lower()}", "model.hstu.time_buckets=64",
         "train.epochs=25", "train.batch_size=32", "train.lr=0.01", "train.eval_every=25", "train.threads=1",
-        "train.progress=false", "train.trackers=[]", "train.monitor=recall@1", "eval.ks=[1,5]", f"output_dir={tmp_path}/runs",
-        f"results_dir={tmp_path}/results", f"name=gaps-{time_bias}",
+        "train.progress=false", "train.trackers=[]", "train.monitor=recall@1", "eval.ks=[1,5]",
+        f"output_dir={tmp_path}/runs", f"results_dir={tmp_path}/results", f"name=gaps-{time_bias}",
     ])
 
 
@@ -49,5 +49,25 @@ def test_time_bias_learns_what_the_gap_decides_and_reloads(tmp_path):
     run_dir = f"{tmp_path}/runs/gaps-True"
     again = loop.evaluate_run(run_dir, [])
     assert again["metrics"] == pytest.approx(with_bias["metrics"])
-    frame = predict(load_run(run_dir), k=1)
+    run = load_run(run_dir)
+    frame = predict(run, k=1)
     assert (frame["item"] == frame["target"]).mean() == pytest.approx(with_bias["metrics"]["recall@1"])
+    # recommend() by hand: the request time decides; times that do not match the history are refused
+    data = run.data
+    hist, times = data.sequences[0][:-1], data.times[0][:-1]
+    shop_item = [int(row["item_key"]) - 1 for row in data.items]  # row ids are renumbered by first appearance
+    soon, later = (shop_item[run.recommend([hist], k=1, times=[times], at=[int(times[-1]) + gap])[0].item() - 1]
+                   for gap in (30, 30 * 86400))
+    last = shop_item[int(hist[-1]) - 1]
+    assert (soon, later) == ((last + 1) % 20, (last + 7) % 20)
+    with pytest.raises(ValueError, match="times= needs one timestamp per history item"):
+        run.recommend([hist], k=1, times=[times[1:]], at=[0])
+    with pytest.raises(ValueError, match=r"model.hstu.time_bias=true: recommend\(\) needs times="):
+        run.recommend([hist], k=1)
+    # the run's fingerprint covers the timestamps it reads; a run that reads none ignores them
+    frame = pd.read_csv(tmp_path / "gaps.csv")
+    frame["timestamp"] += (frame["user_id"] == 0) * 5  # user 0's visits, 5 s later each: same order
+    frame.to_csv(tmp_path / "gaps.csv", index=False)
+    with pytest.raises(ValueError, match="the interactions' timestamps changed"):
+        load_run(run_dir)
+    load_run(f"{tmp_path}/runs/gaps-False")
