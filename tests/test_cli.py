@@ -65,3 +65,24 @@ def test_a_reader_that_goes_away_stops_the_command_quietly():
     proc.stdout.close()  # the reader is gone before anything is written
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 1 and "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc tunables")
+@pytest.mark.parametrize("malloc", ["heap", "system"])
+def test_compute_commands_restart_once_with_heap_malloc(tmp_path, malloc):
+    """``genrec train`` re-executes itself with glibc's freed blocks kept in the heap (the record's device says so,
+    the command line is the user's); ``GENREC_MALLOC=system`` keeps glibc's defaults."""
+    import json
+    import os
+    import platform
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("not glibc")
+    env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+    env["GENREC_MALLOC"] = malloc
+    subprocess.run([sys.executable, "-m", "genrec", "train", "--config", "configs/tiny.yaml", "train.epochs=1",
+                    "eval.max_users=50", f"output_dir={tmp_path}/runs", f"results_dir={tmp_path}/results",
+                    "name=m", "train.trackers=[]"], env=env, capture_output=True, text=True, check=True)
+    record = json.load(open(tmp_path / "results" / "runs" / "tiny" / "m.json"))
+    assert ("heap malloc" in record["device"]) == (malloc == "heap")
+    assert record["command"].startswith("python -m genrec train --config configs/tiny.yaml")

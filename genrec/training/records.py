@@ -48,8 +48,9 @@ def device_description(device: torch.device | str | None = None) -> str:
     except (OSError, StopIteration):
         pass
     bf16 = ",".join(cpu_bf16_flags()) or "no native bf16"
+    malloc = ", heap malloc" if "mmap_max=0" in os.environ.get("GLIBC_TUNABLES", "") else ""  # genrec.cli
     return (f"CPU: {cpu} ({bf16}), {os.cpu_count()} cores, {torch.get_num_threads()} threads, "
-            f"torch {torch.__version__}")
+            f"torch {torch.__version__}{malloc}")
 
 
 def command_line() -> str:
