@@ -87,8 +87,23 @@ class InteractionData:
             "seq_len_p90": float(np.percentile(lengths, 90)),
             "item_count_min": int(counts.min()),
             "item_count_max": int(counts.max()),
+            "timestamps": self._time_span(),
             "skipped": dict(self.skipped),
         }
+
+    def _time_span(self) -> str:
+        """'none', or the first and last interaction's time (UTC dates when they are epoch seconds of 1970-2100)."""
+        if self.times is None:
+            return "none"
+        lo, hi = min(int(t[0]) for t in self.times), max(int(t[-1]) for t in self.times)
+        if 0 <= lo and hi < 4102444800:
+            import datetime
+
+            def day(t):
+                return datetime.datetime.fromtimestamp(t, datetime.timezone.utc).strftime("%Y-%m-%d")
+
+            return f"{day(lo)} .. {day(hi)} (UTC, read as epoch seconds)"
+        return f"{lo} .. {hi}"
 
 
 def drop_short(data: InteractionData, min_len: int) -> InteractionData:

@@ -25,6 +25,7 @@ def format_stats(stats: dict) -> str:
         density                  0.0734%
         sequence length          mean 8.88, median 6, min 5, p90 14, max 204
         item count               min 5, max 431
+        timestamps               none
         skipped                  none
 
     Keys that are absent are left out; keys this function does not know are printed at the end as they are.
@@ -51,6 +52,8 @@ def format_stats(stats: dict) -> str:
     done.update({"item_count_min", "item_count_max"})
     if cnt:
         rows.append(("item count", ", ".join(f"{lbl} {_num(v)}" for lbl, v in cnt)))
+    for v in take("timestamps"):
+        rows.append(("timestamps", v))
     if "skipped" in stats:
         done.add("skipped")
         skipped = stats["skipped"] or {}

@@ -99,3 +99,12 @@ def test_a_model_that_reads_times_refuses_data_without_them():
     with pytest.raises(ValueError, match=r"model.hstu.time_bias=true reads the time of each interaction, but "
                                          r"x/sequences.txt has no timestamps"):
         Split(data, max_history=3, times_for="model.hstu.time_bias")
+
+
+def test_stats_name_the_time_span_or_none():
+    data = timed_data([[1, 2, 3]], [[978300760, 978300800, 1046454590]])
+    assert data.stats()["timestamps"] == "2000-12-31 .. 2003-02-28 (UTC, read as epoch seconds)"
+    data.times = [np.array([-5, 0, 7])]
+    assert data.stats()["timestamps"] == "-5 .. 7"
+    data.times = None
+    assert data.stats()["timestamps"] == "none"
