@@ -71,7 +71,7 @@ def _restart_with_heap_malloc(command: str) -> None:
     By default glibc serves every block above its mmap threshold (at most 32 MB) with a fresh ``mmap`` and unmaps it
     on free, so a CPU training step that allocates hundreds of MB of logits page-faults all of it in again, every step
     (the parallel model on ML-1M spent 40 % of its time in the kernel). Keeping freed memory in the heap made its
-    steps 1.8x faster, at a higher resident peak (``benchmarks/bench_cpu_malloc.py``). glibc reads its tunables only
+    steps 1.75x faster, at a higher resident peak (``benchmarks/bench_cpu_malloc.py``). glibc reads its tunables only
     at start, hence the ``exec`` (same PID, arguments and environment, so torchrun and nohup see one process).
     ``GENREC_MALLOC=system``, or any ``GLIBC_TUNABLES`` of your own, keeps the process as it is.
     """
